@@ -1,0 +1,393 @@
+"""Engine.inspect(exchange) -> Verdict: pure, no I/O, nothing compiled per message.
+
+Order of judgement (the precedence the README documents):
+  1. destination: the first pack claiming any of the exchange's host names; none -> passed-through
+  2. endpoint: path, method and transport; none -> `<pack>.endpoint.unknown` (cannot be repaired)
+  3. query string and headers: header rules, then the endpoint's header allow-list, then detectors
+  4. body: adapter-reported problems and strict parsing -> `telewarden.body.<reason>` (unrepairable)
+  5. kind: the first kind whose `when`/`has` conditions hold; none -> `<pack>.kind.unknown`
+  6. schema of the kind -> `<pack>.schema.<keyword>`; unknown keys are dropped by scrub, the rest
+     cannot be repaired
+  7. the pack's rules, in file order; every pointer a rule names is owned by it
+  8. detectors on every string no rule owns -> `<pack>.detector.<name>`; scrub masks the match
+Scrub applies every repair, re-serialises, and inspects the result again from step 1: anything
+still found blocks the message. Waived rules are reported but neither decide nor get repaired.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import strictjson
+from .detectors import mask
+from .model import Decision, Exchange, Finding, Mode, Repaired, Severity, Transport, Verdict
+from .packs import DROP, Kind, Pack, Rule, format_pointer
+
+UNVERIFIABLE = "telewarden could not verify this message, so it cannot be shown to keep the vendor's promises"
+
+
+@dataclass(slots=True)
+class Limits:
+    max_body: int = 1 << 20  # bytes of decoded body inspected; larger is a finding
+    max_depth: int = 64
+
+
+@dataclass(slots=True)
+class _Fix:
+    path: tuple[str | int, ...]
+    repair: Any  # callable(value) -> new value or DROP
+
+
+@dataclass(slots=True)
+class _Work:
+    """What one inspection accumulates."""
+
+    findings: list[Finding] = field(default_factory=list)
+    fixes: list[_Fix] = field(default_factory=list)
+    drop_headers: list[str] = field(default_factory=list)
+    clear_query: bool = False
+    unrepairable: bool = False
+    error: str | None = None
+
+
+class Engine:
+    def __init__(self, packs: list[Pack], *, digest_key: bytes, limits: Limits | None = None,
+                 waivers: dict[str, str] | None = None) -> None:
+        self.packs = packs
+        self.limits = limits or Limits()
+        self._key = digest_key
+        self._waivers = list((waivers or {}).items())
+        self._waiver_cache: dict[str, str | None] = {}
+        self._host_cache: dict[str, Pack | None] = {}
+
+    # -- public -----------------------------------------------------------------------------
+
+    def inspect(self, ex: Exchange, mode: Mode) -> Verdict:
+        t0 = time.perf_counter_ns()
+        pack = self._claim(ex.hosts)
+        if pack is None:
+            return Verdict(ex.id, Decision.PASSED_THROUGH, mode, size_in=len(ex.body), size_out=len(ex.body))
+        verdict, work, doc = self._judge(pack, ex)
+        if work.findings and mode is not Mode.AUDIT:
+            active = [f for f in work.findings if f.waived is None]
+            if not active:
+                verdict.decision = Decision.FORWARDED
+            elif mode is Mode.BLOCK or work.unrepairable:
+                verdict.decision = Decision.BLOCKED
+            else:
+                self._scrub(pack, ex, verdict, work, doc)
+        verdict.size_in = len(ex.body)
+        if verdict.size_out == 0 and verdict.decision is not Decision.BLOCKED:
+            verdict.size_out = len(ex.body)
+        verdict.micros = (time.perf_counter_ns() - t0) // 1000
+        return verdict
+
+    def digest(self, value: Any) -> str:
+        data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else strictjson.dumps(value)
+        return "hmac-sha256:" + hmac.new(self._key, data, hashlib.sha256).hexdigest()[:32]
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _claim(self, hosts: tuple[str, ...]) -> Pack | None:
+        for host in hosts:
+            try:
+                pack = self._host_cache[host]
+            except KeyError:
+                pack = next((p for p in self.packs if p.claims(host)), None)
+                if len(self._host_cache) < 4096:
+                    self._host_cache[host] = pack
+            if pack is not None:
+                return pack
+        return None
+
+    def _judge(self, pack: Pack, ex: Exchange) -> tuple[Verdict, _Work, Any]:
+        verdict = Verdict(ex.id, Decision.FORWARDED, Mode.AUDIT, pack=pack.id)
+        work = _Work()
+        doc = None
+        endpoint = None
+        for e in pack.endpoint_for(ex.path):
+            if ex.transport is Transport.WEBSOCKET and e.transport is Transport.WEBSOCKET:
+                endpoint = e
+            elif ex.transport is Transport.HTTP and ex.method in e.methods:
+                endpoint = e
+        if endpoint is None:
+            self._add(work, pack, f"{pack.id}.endpoint.unknown", "", None,
+                      f"{ex.method} {ex.path} is not a known telemetry endpoint of {pack.title}",
+                      pack.generic_promise, Severity.HIGH, None, unrepairable=True)
+        else:
+            verdict.endpoint = endpoint.id
+            if ex.transport is Transport.HTTP:
+                self._check_request_line(pack, endpoint, ex, work)
+            handshake = ex.transport is Transport.HTTP and endpoint.transport is Transport.WEBSOCKET
+            if handshake:
+                if ex.body:
+                    self._unverifiable(work, "body-unexpected", "a WebSocket handshake carries no body")
+            else:
+                doc = self._body(pack, ex, verdict, work)
+        verdict.findings = work.findings
+        verdict.error = work.error
+        return verdict, work, doc
+
+    def _check_request_line(self, pack: Pack, endpoint: Any, ex: Exchange, work: _Work) -> None:
+        if ex.query and endpoint.forbid_query:
+            self._add(work, pack, f"{pack.id}.query", "query", ex.query,
+                      "the endpoint takes no query string", pack.generic_promise, Severity.HIGH, None)
+            work.clear_query = True
+        for name, value in ex.headers:
+            lname = name.lower()
+            rules = endpoint.header_rules.get(lname)
+            if rules:
+                for rule in rules:
+                    problem = rule.check(value)
+                    if problem:
+                        self._rule_finding(work, pack, rule, f"header:{lname}", value, problem, None)
+                        if rule.repair is not None and lname not in work.drop_headers:
+                            work.drop_headers.append(lname)
+            elif endpoint.header_allow is not None and lname not in endpoint.header_allow:
+                self._add(work, pack, f"{pack.id}.header.unexpected", f"header:{lname}", value,
+                          f"header {lname!r} is not one this endpoint expects", pack.generic_promise,
+                          Severity.MEDIUM, None, repair_text="header removed")
+                if lname not in work.drop_headers:
+                    work.drop_headers.append(lname)
+            elif lname not in ("host", "content-length"):
+                hits = pack.detectors.scan(value) if pack.detectors.first(value) else []
+                if hits:
+                    self._add(work, pack, f"{pack.id}.detector.{hits[0].detector}", f"header:{lname}", value,
+                              f"looks like {_kinds(hits)}", pack.generic_promise, Severity.HIGH, None,
+                              repair_text="header removed", preview_kind=_kinds(hits))
+                    if lname not in work.drop_headers:
+                        work.drop_headers.append(lname)
+
+    def _body(self, pack: Pack, ex: Exchange, verdict: Verdict, work: _Work) -> Any:
+        if ex.body_problem:
+            self._unverifiable(work, ex.body_problem.split(":", 1)[0], ex.body_problem)
+            return None
+        try:
+            doc = strictjson.loads(ex.body, max_bytes=self.limits.max_body, max_depth=self.limits.max_depth)
+        except strictjson.StrictJSONError as e:
+            self._unverifiable(work, e.code, str(e))
+            return None
+        kind = self._kind(pack, verdict.endpoint, doc)
+        if kind is None:
+            self._add(work, pack, f"{pack.id}.kind.unknown", "", None,
+                      "the body matches no known message kind (topic or shape)", pack.generic_promise,
+                      Severity.HIGH, None, unrepairable=True)
+            return doc
+        verdict.kind = kind.id
+        if not kind.validator.is_valid(doc):
+            self._schema_findings(pack, kind, doc, work)
+        for rule in kind.rules:
+            for path, parent, key, value in _resolve(doc, rule.pointers):
+                problem = rule.check(value)
+                if problem:
+                    self._rule_finding(work, pack, rule, format_pointer(path), value, problem, path)
+        self._detect(pack, kind, doc, work)
+        return doc
+
+    def _kind(self, pack: Pack, endpoint_id: str | None, doc: Any) -> Kind | None:
+        for kind in pack.kinds:
+            if endpoint_id not in kind.endpoints:
+                continue
+            if all(_get(doc, p, _MISSING) in values for p, values in kind.when) and all(
+                    _get(doc, p, _MISSING) is not _MISSING for p in kind.has):
+                return kind
+        return None
+
+    def _schema_findings(self, pack: Pack, kind: Kind, doc: Any, work: _Work) -> None:
+        for err in kind.validator.iter_errors(doc):
+            path = tuple(err.instance_path)
+            keyword = err.kind.name
+            if keyword == "additionalProperties":
+                for key in err.kind.as_dict().get("unexpected", []):
+                    kpath = (*path, key)
+                    parent = _get(doc, path, None)
+                    value = parent.get(key) if isinstance(parent, dict) else None
+                    self._add(work, pack, f"{pack.id}.schema.unknown-key", self._safe_pointer(pack, kpath), value,
+                              f"key not in the {kind.id} schema", pack.generic_promise, Severity.HIGH,
+                              kpath, repair=lambda v: DROP, repair_text="dropped")
+            else:
+                value = _get(doc, path, None)
+                self._add(work, pack, f"{pack.id}.schema.{_kebab(keyword)}", self._safe_pointer(pack, path), value,
+                          f"fails {keyword!r} of the {kind.id} schema ({'/'.join(map(str, err.schema_path))})",
+                          pack.generic_promise, Severity.HIGH, None, unrepairable=True)
+
+    def _detect(self, pack: Pack, kind: Kind, doc: Any, work: _Work) -> None:
+        first = pack.detectors.first
+        stack: list[tuple[Any, tuple, dict | None]] = [(doc, (), kind.owned)]
+        while stack:
+            value, path, owned = stack.pop()
+            if isinstance(value, str):
+                if first(value):
+                    hits = pack.detectors.scan(value)
+                    kinds = _kinds(hits)
+                    self._add(work, pack, f"{pack.id}.detector.{hits[0].detector}", format_pointer(path), value,
+                              f"looks like {kinds}", pack.generic_promise, Severity.HIGH, path,
+                              repair=lambda v, d=pack.detectors: mask(v, d.scan(v)),
+                              repair_text=f"masked as [{hits[0].detector}]", preview_kind=kinds)
+            elif isinstance(value, dict):
+                for k, v in value.items():
+                    sub = owned.get(k) or owned.get("*") if owned else None
+                    if sub is not None and None in sub:
+                        continue  # a rule judges this value
+                    stack.append((v, (*path, k), sub))
+            elif isinstance(value, list):
+                sub = owned.get("*") if owned else None
+                if sub is not None and None in sub:
+                    continue
+                for i, v in enumerate(value):
+                    stack.append((v, (*path, i), sub))
+
+    def _scrub(self, pack: Pack, ex: Exchange, verdict: Verdict, work: _Work, doc: Any) -> None:
+        body = ex.body
+        if work.fixes:
+            fixed = json.loads(ex.body)  # a private copy; the strict parse already succeeded
+            for fix in sorted(work.fixes, key=lambda f: -len(f.path)):
+                fixed = _apply(fixed, fix)
+            body = strictjson.dumps(fixed)
+        repaired = Repaired(body=body if work.fixes else None, drop_headers=tuple(work.drop_headers),
+                            clear_query=work.clear_query)
+        again = Exchange(ex.transport, ex.method, ex.hosts, ex.port, ex.path,
+                         "" if work.clear_query else ex.query,
+                         tuple(h for h in ex.headers if h[0].lower() not in work.drop_headers),
+                         body, None, ex.frame_is_text, ex.scheme, ex.id, ex.timestamp)
+        _, recheck, _ = self._judge(pack, again)
+        left = [f for f in recheck.findings if f.waived is None]
+        if left:
+            verdict.decision = Decision.BLOCKED
+            verdict.error = "repair did not pass the checks again: " + ", ".join(sorted({f.rule for f in left}))
+            return
+        verdict.decision = Decision.SCRUBBED
+        verdict.repaired = repaired
+        verdict.size_out = len(body)
+
+    # -- findings ---------------------------------------------------------------------------
+
+    def _rule_finding(self, work: _Work, pack: Pack, rule: Rule, pointer: str, value: Any,
+                      problem: str, path: tuple | None) -> None:
+        self._add(work, pack, rule.id, pointer, value, f"{rule.message}: {problem}", rule.promise,
+                  rule.severity, path, repair=rule.repair, repair_text=rule.repair_text,
+                  unrepairable=rule.repair is None)
+
+    def _unverifiable(self, work: _Work, code: str, message: str) -> None:
+        finding = Finding(f"telewarden.body.{code}", "body", message, UNVERIFIABLE, Severity.HIGH,
+                          waived=self._waived(f"telewarden.body.{code}"))
+        work.findings.append(finding)
+        work.unrepairable = work.unrepairable or finding.waived is None
+        work.error = message
+
+    def _add(self, work: _Work, pack: Pack, rule_id: str, pointer: str, value: Any, message: str,
+             promise: str, severity: Severity, path: tuple | None, *, repair: Any = None,
+             repair_text: str | None = None, preview_kind: str | None = None,
+             unrepairable: bool = False) -> None:
+        waived = self._waived(rule_id)
+        if unrepairable and waived is None:
+            work.unrepairable = True
+        finding = Finding(rule_id, pointer, message, promise, severity,
+                          digest=self.digest(value) if value is not None else None,
+                          preview=_preview(value, preview_kind) if value is not None else None,
+                          repair=repair_text, waived=waived)
+        work.findings.append(finding)
+        if waived is None and repair is not None and path is not None:
+            work.fixes.append(_Fix(path, repair))
+
+    def _waived(self, rule_id: str) -> str | None:
+        try:
+            return self._waiver_cache[rule_id]
+        except KeyError:
+            reason = next((r for pat, r in self._waivers if fnmatch.fnmatchcase(rule_id, pat)), None)
+            self._waiver_cache[rule_id] = reason
+            return reason
+
+    def _safe_pointer(self, pack: Pack, path: tuple) -> str:
+        """Keys that look identifying are shown by digest, never verbatim."""
+        return format_pointer(
+            p if isinstance(p, int) or (len(p) <= 64 and not pack.detectors.first(p)) else f"~key:{self.digest(p)[12:24]}"
+            for p in path)
+
+
+_MISSING = object()
+
+
+def _get(doc: Any, path: tuple, default: Any) -> Any:
+    for tok in path:
+        if isinstance(doc, dict):
+            if tok not in doc:
+                return default
+            doc = doc[tok]
+        elif isinstance(doc, list) and isinstance(tok, int) and 0 <= tok < len(doc):
+            doc = doc[tok]
+        else:
+            return default
+    return doc
+
+
+def _resolve(doc: Any, pointers: tuple[tuple[str, ...], ...]):
+    """Yield (path, parent, key, value) for every place the pointers (with `*`) reach."""
+    for pointer in pointers:
+        frontier: list[tuple[tuple, Any, Any, Any]] = [((), None, None, doc)]
+        for tok in pointer:
+            nxt = []
+            for path, _, _, node in frontier:
+                if isinstance(node, dict):
+                    keys = node.keys() if tok == "*" else ([tok] if tok in node else [])
+                    nxt.extend(((*path, k), node, k, node[k]) for k in keys)
+                elif isinstance(node, list):
+                    if tok == "*":
+                        idx = range(len(node))
+                    else:
+                        idx = [int(tok)] if tok.isdigit() and int(tok) < len(node) else []
+                    nxt.extend(((*path, i), node, i, node[i]) for i in idx)
+            frontier = nxt
+        yield from frontier
+
+
+def _apply(doc: Any, fix: _Fix) -> Any:
+    if not fix.path:
+        new = fix.repair(doc)
+        return {} if new is DROP else new
+    parent = _get(doc, fix.path[:-1], None)
+    key = fix.path[-1]
+    if isinstance(parent, dict) and key in parent:
+        new = fix.repair(parent[key])
+        if new is DROP:
+            del parent[key]
+        else:
+            parent[key] = new
+    elif isinstance(parent, list) and isinstance(key, int) and key < len(parent):
+        new = fix.repair(parent[key])
+        if new is DROP:
+            del parent[key]
+        else:
+            parent[key] = new
+    return doc
+
+
+def _kinds(hits: list) -> str:
+    return ", ".join(dict.fromkeys(h.detector for h in hits))
+
+
+def _kebab(name: str) -> str:
+    return "".join("-" + c.lower() if c.isupper() else c for c in name).lstrip("-")
+
+
+def _preview(value: Any, kind: str | None) -> str:
+    """Type and size, plus what a detector thinks it is: enough to judge, nothing to leak."""
+    if isinstance(value, str):
+        text = f"string, {len(value)} chars"
+    elif isinstance(value, bool) or value is None:
+        text = type(value).__name__
+    elif isinstance(value, (int, float)):
+        text = "number"
+    elif isinstance(value, dict):
+        text = f"object, {len(value)} keys"
+    elif isinstance(value, list):
+        text = f"array, {len(value)} items"
+    else:
+        text = type(value).__name__
+    return f"{text}, looks like {kind}" if kind else text

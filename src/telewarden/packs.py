@@ -1,0 +1,368 @@
+"""Rule packs: YAML in, compiled objects out. All compiling happens here, once, at load.
+
+A pack that does not load raises PackError naming the file, the rule (or kind, endpoint) and
+the reason; nothing half-loads. `jsonschema` meta-validates packs and kind schemas (its error
+messages are better); `jsonschema_rs` builds the per-message validators (it is ~100x faster).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import jsonschema_rs
+import yaml
+
+from .detectors import DETECTOR_PATTERNS, DetectorSet
+from .model import Severity, Transport
+from .routes import RouteError, RouteSet
+
+
+class PackError(Exception):
+    """A pack that cannot be loaded; the message names the file, the item and the reason."""
+
+
+def bundled_dir(name: str) -> Path:
+    """`rules` or `schemas` as shipped: inside the wheel, or at the top of a checkout."""
+    packaged = Path(str(resources.files("telewarden"))) / "_bundled" / name
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2] / name
+    if checkout.is_dir():
+        return checkout
+    raise PackError(f"bundled {name}/ not found (looked in {packaged} and {checkout})")
+
+
+Pointer = tuple[str, ...]  # JSON pointer split into tokens; "*" matches any key or index
+
+
+def parse_pointer(text: str) -> Pointer:
+    if text == "":
+        return ()
+    if not text.startswith("/"):
+        raise ValueError(f"JSON pointer {text!r} must start with '/'")
+    return tuple(t.replace("~1", "/").replace("~0", "~") for t in text[1:].split("/"))
+
+
+def format_pointer(tokens: Iterable[str | int]) -> str:
+    return "".join("/" + str(t).replace("~", "~0").replace("/", "~1") for t in tokens)
+
+
+# A check returns None when the value complies, else a short reason (never the value itself).
+Check = Callable[[Any], str | None]
+Repair = Callable[[Any], Any]  # compliant replacement of the value; DROP means remove the key
+DROP = object()
+
+
+@dataclass(slots=True)
+class Rule:
+    id: str
+    promise: str
+    severity: Severity
+    message: str
+    kinds: frozenset[str] | None
+    endpoints: frozenset[str] | None
+    pointers: tuple[Pointer, ...]
+    headers: tuple[str, ...]
+    check: Check
+    check_absent: bool  # presence itself is the violation
+    repair: Repair | None
+    repair_text: str | None
+    route: RouteSet | None = None
+
+
+@dataclass(slots=True)
+class Kind:
+    id: str
+    title: str
+    endpoints: frozenset[str]
+    when: tuple[tuple[Pointer, tuple[Any, ...]], ...]
+    has: tuple[Pointer, ...]
+    validator: Any  # jsonschema_rs validator
+    schema_file: str
+    rules: list[Rule] = field(default_factory=list)
+    owned: dict = field(default_factory=dict)  # trie of pointers whose strings rules judge
+
+
+@dataclass(slots=True)
+class Endpoint:
+    id: str
+    transport: Transport
+    paths: frozenset[str]
+    methods: frozenset[str]
+    header_allow: frozenset[str] | None  # None: any header
+    header_rules: dict[str, list[Rule]]
+    forbid_query: bool
+
+
+@dataclass(slots=True)
+class Pack:
+    id: str
+    title: str
+    source: str
+    file: str
+    promises: dict[str, str]
+    generic_promise: str
+    hosts: frozenset[str]
+    host_suffixes: tuple[str, ...]
+    endpoints: list[Endpoint]
+    kinds: list[Kind]
+    rules: list[Rule]
+    detectors: DetectorSet
+
+    def claims(self, host: str) -> bool:
+        return host in self.hosts or any(host.endswith(s) for s in self.host_suffixes)
+
+    def endpoint_for(self, path: str) -> list[Endpoint]:
+        return [e for e in self.endpoints if path in e.paths]
+
+
+_meta_validator: jsonschema.Draft202012Validator | None = None
+
+
+def _pack_meta_validator() -> jsonschema.Draft202012Validator:
+    global _meta_validator
+    if _meta_validator is None:
+        schema = json.loads((bundled_dir("schemas") / "rulepack.schema.json").read_text())
+        _meta_validator = jsonschema.Draft202012Validator(schema)
+    return _meta_validator
+
+
+def _where(path: Sequence[Any], data: dict) -> str:
+    """Name the item an error sits in, e.g. "rule 'hasura.cli.error'"."""
+    if len(path) >= 2 and path[0] in ("rules", "kinds", "endpoints") and isinstance(path[1], int):
+        items = data.get(path[0]) or []
+        item = items[path[1]] if path[1] < len(items) else {}
+        ident = item.get("id") if isinstance(item, dict) else None
+        label = {"rules": "rule", "kinds": "kind", "endpoints": "endpoint"}[path[0]]
+        return f"{label} {ident!r}" if ident else f"{label} #{path[1] + 1}"
+    return "pack"
+
+
+def load_pack(path: Path, schema_dirs: Sequence[Path] = ()) -> Pack:
+    """Load and compile one pack file. Raises PackError naming file, item and reason."""
+    name = str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise PackError(f"{name}: cannot read: {e.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise PackError(f"{name}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise PackError(f"{name}: a pack is a YAML mapping, got {type(data).__name__}")
+    errors = sorted(_pack_meta_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        loc = "/".join(str(p) for p in e.absolute_path) or "(top)"
+        raise PackError(f"{name}: {_where(list(e.absolute_path), data)}: {e.message} (at {loc})")
+    return _Compiler(path, data, [path.parent, path.parent.parent / "schemas", *schema_dirs,
+                                  bundled_dir("schemas")]).pack()
+
+
+class _Compiler:
+    def __init__(self, path: Path, data: dict, schema_dirs: list[Path]) -> None:
+        self.path, self.data, self.schema_dirs = path, data, schema_dirs
+
+    def fail(self, where: str, reason: str) -> PackError:
+        return PackError(f"{self.path}: {where}: {reason}")
+
+    def pack(self) -> Pack:
+        d = self.data
+        promises = d["promises"]
+        if d["generic_promise"] not in promises:
+            raise self.fail("pack", f"generic_promise {d['generic_promise']!r} is not among promises")
+        routes = {}
+        for rname, templates in (d.get("routes") or {}).items():
+            try:
+                routes[rname] = RouteSet(rname, templates)
+            except RouteError as e:
+                raise self.fail(f"routes {rname!r}", str(e)) from None
+        det = d.get("detectors") or {}
+        extra = {}
+        for dname, pattern in (det.get("extra") or {}).items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise self.fail(f"detector {dname!r}", f"bad regex: {e}") from None
+            extra[dname] = pattern
+        detectors = DetectorSet(det.get("builtin", list(DETECTOR_PATTERNS)), extra)
+
+        endpoint_ids = self._unique("endpoint", [e["id"] for e in d["endpoints"]])
+        kind_ids = self._unique("kind", [k["id"] for k in d["kinds"]])
+        self._unique("rule", [r["id"] for r in d["rules"]])
+        rules = [self._rule(r, promises, routes, kind_ids, endpoint_ids) for r in d["rules"]]
+
+        hosts: set[str] = set()
+        suffixes: list[str] = []
+        endpoints = []
+        for e in d["endpoints"]:
+            for h in e["hosts"]:
+                (suffixes.append(h[1:]) if h.startswith("*.") else hosts.add(h))
+            header_rules: dict[str, list[Rule]] = {}
+            for r in rules:
+                if r.headers and (r.endpoints is None or e["id"] in r.endpoints):
+                    for h in r.headers:
+                        header_rules.setdefault(h, []).append(r)
+            allow = e.get("headers", {}).get("allow")
+            endpoints.append(Endpoint(
+                id=e["id"], transport=Transport(e["transport"]), paths=frozenset(e["paths"]),
+                methods=frozenset(e.get("methods") or (["GET"] if e["transport"] == "websocket" else ["POST"])),
+                header_allow=frozenset(allow) if allow is not None else None,
+                header_rules=header_rules, forbid_query=e.get("query", "forbid") == "forbid"))
+
+        kinds = [self._kind(k, endpoint_ids) for k in d["kinds"]]
+        for kind in kinds:
+            kind.rules = [r for r in rules if r.pointers and (r.kinds is None or kind.id in r.kinds)]
+            for r in kind.rules:
+                for p in r.pointers:
+                    node = kind.owned
+                    for tok in p:
+                        node = node.setdefault(tok, {})
+                    node[None] = r.id  # None marks "owned here"
+        return Pack(
+            id=d["pack"], title=d["title"], source=d["source"], file=str(self.path),
+            promises=promises, generic_promise=promises[d["generic_promise"]],
+            hosts=frozenset(hosts), host_suffixes=tuple(suffixes), endpoints=endpoints,
+            kinds=kinds, rules=rules, detectors=detectors)
+
+    def _unique(self, label: str, ids: list[str]) -> set[str]:
+        seen: set[str] = set()
+        for i in ids:
+            if i in seen:
+                raise self.fail(f"{label} {i!r}", "id is defined twice")
+            seen.add(i)
+        return seen
+
+    def _kind(self, k: dict, endpoint_ids: set[str]) -> Kind:
+        where = f"kind {k['id']!r}"
+        for e in k["endpoints"]:
+            if e not in endpoint_ids:
+                raise self.fail(where, f"unknown endpoint {e!r}")
+        schema_path = next((d / k["schema"] for d in self.schema_dirs if (d / k["schema"]).is_file()), None)
+        if schema_path is None:
+            raise self.fail(where, f"schema file {k['schema']!r} not found in {', '.join(map(str, self.schema_dirs))}")
+        try:
+            schema = json.loads(schema_path.read_text(encoding="utf-8"))
+            jsonschema.Draft202012Validator.check_schema(schema)
+            validator = jsonschema_rs.validator_for(schema)
+        except (OSError, ValueError) as e:
+            raise self.fail(where, f"schema {schema_path}: not valid JSON: {e}") from None
+        except jsonschema.SchemaError as e:
+            raise self.fail(where, f"schema {schema_path}: not a valid JSON Schema: {e.message}") from None
+        except Exception as e:  # jsonschema_rs rejects what it cannot compile
+            raise self.fail(where, f"schema {schema_path}: cannot compile: {e}") from None
+        try:
+            when = tuple((parse_pointer(p), tuple(v)) for p, v in (k.get("when") or {}).items())
+            has = tuple(parse_pointer(p) for p in k.get("has") or [])
+        except ValueError as e:
+            raise self.fail(where, str(e)) from None
+        return Kind(id=k["id"], title=k.get("title", k["id"]), endpoints=frozenset(k["endpoints"]),
+                    when=when, has=has, validator=validator, schema_file=k["schema"])
+
+    def _rule(self, r: dict, promises: dict, routes: dict, kind_ids: set[str], endpoint_ids: set[str]) -> Rule:
+        where = f"rule {r['id']!r}"
+        if r["promise"] not in promises:
+            raise self.fail(where, f"promise {r['promise']!r} is not defined under promises")
+        for k in r.get("kinds") or []:
+            if k not in kind_ids:
+                raise self.fail(where, f"unknown kind {k!r}")
+        for e in r.get("endpoints") or []:
+            if e not in endpoint_ids:
+                raise self.fail(where, f"unknown endpoint {e!r}")
+        pointers = tuple(parse_pointer(a) for a in r["at"] if a.startswith("/"))
+        headers = tuple(a.split(":", 1)[1] for a in r["at"] if a.startswith("header:"))
+        (ctype, arg), = r["check"].items()
+        scrub = r.get("scrub") or {}
+        route = None
+        check: Check
+        if ctype == "pattern":
+            try:
+                rx = re.compile(arg)
+            except re.error as e:
+                raise self.fail(where, f"bad pattern: {e}") from None
+            check = lambda v, rx=rx: None if not isinstance(v, str) or rx.fullmatch(v) else "does not match the allowed form"
+        elif ctype == "enum":
+            allowed = list(arg)
+            check = lambda v, a=allowed: None if any(v == x and type(v) is type(x) for x in a) else "not one of the allowed values"
+        elif ctype == "equals":
+            want = arg
+            check = lambda v, w=want: None if (v is None if w is None else (v == w and type(v) is type(w))) else f"must be {json.dumps(w)}"
+        elif ctype == "absent":
+            check = lambda v: "must not be sent"
+        else:  # route
+            if arg not in routes:
+                raise self.fail(where, f"unknown route set {arg!r}")
+            route = routes[arg]
+            check = lambda v, rs=route: None if not isinstance(v, str) else (None if (res := rs.check(v)).ok else res.reason)
+        repair, repair_text = self._repair(where, scrub, route)
+        return Rule(
+            id=r["id"], promise=promises[r["promise"]], severity=Severity(r["severity"]),
+            message=r.get("message", r["id"]), kinds=frozenset(r["kinds"]) if "kinds" in r else None,
+            endpoints=frozenset(r["endpoints"]) if "endpoints" in r else None, pointers=pointers,
+            headers=headers, check=check, check_absent=ctype == "absent", repair=repair,
+            repair_text=repair_text, route=route)
+
+    def _repair(self, where: str, scrub: dict, route: RouteSet | None) -> tuple[Repair | None, str | None]:
+        if not scrub:
+            return None, None
+        (rtype, arg), = scrub.items()
+        if rtype == "set":
+            return (lambda v, a=arg: a), f"set to {json.dumps(arg)}"
+        if rtype == "drop":
+            return (lambda v: DROP), "dropped"
+        if rtype == "keep_tokens":
+            try:
+                rx = re.compile(arg)
+            except re.error as e:
+                raise self.fail(where, f"bad keep_tokens pattern: {e}") from None
+
+            def keep(v: Any, rx: re.Pattern = rx) -> Any:
+                out = []
+                for tok in str(v).split():
+                    if not rx.fullmatch(tok):
+                        break
+                    out.append(tok)
+                return " ".join(out)
+
+            return keep, "kept the leading tokens of the allowed form, dropped the rest"
+        if route is None:
+            raise self.fail(where, "scrub 'route' needs a 'route' check")
+        return (lambda v, rs=route: rs.check(v).repaired if isinstance(v, str) else "/"), "replaced names with placeholders"
+
+
+def load_packs(paths: Sequence[Path], *, include_bundled: bool = True) -> list[Pack]:
+    """Load packs from files or folders (every *.yaml / *.yml inside).
+
+    User packs come first and replace a bundled pack with the same `pack` id.
+    """
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+            if not found:
+                raise PackError(f"{p}: no *.yaml rule packs in this folder")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise PackError(f"{p}: no such file or folder")
+    packs = [load_pack(f) for f in files]
+    ids = [p.id for p in packs]
+    for i, pid in enumerate(ids):
+        if pid in ids[:i]:
+            raise PackError(f"{packs[i].file}: pack {pid!r} is also defined in {packs[ids.index(pid)].file}")
+    if include_bundled:
+        bundled = sorted(bundled_dir("rules").glob("*.yaml"))
+        for f in bundled:
+            if f.resolve() in {x.resolve() for x in files}:
+                continue
+            pack = load_pack(f)
+            if pack.id not in ids:
+                packs.append(pack)
+    return packs

@@ -1,0 +1,112 @@
+"""Strict JSON for bodies we must judge: what two parsers could read differently is an error.
+
+RFC 8259 leaves duplicate keys, huge exponents and lone surrogates to the implementation, so a
+payload using them can mean one thing to telewarden and another to the vendor's collector.
+We refuse them instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+
+class StrictJSONError(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # machine-readable reason: invalid-json, duplicate-key, too-deep, ...
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise StrictJSONError("duplicate-key", f"duplicate key {dup[:40]!r}: parsers disagree on its value")
+    return obj
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise StrictJSONError("number-out-of-range", f"number {text[:20]} overflows a double")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise StrictJSONError("invalid-json", f"{name} is not JSON")
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_float, parse_constant=_constant)
+
+
+def loads(body: bytes, *, max_bytes: int, max_depth: int) -> Any:
+    """Parse UTF-8 JSON strictly; raise StrictJSONError with a code on anything doubtful."""
+    if len(body) > max_bytes:
+        raise StrictJSONError("too-large", f"body of {len(body)} bytes exceeds the limit of {max_bytes}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise StrictJSONError("not-utf8", f"body is not UTF-8 (byte {e.start})") from None
+    if text.startswith("\ufeff"):
+        raise StrictJSONError("not-utf8", "body starts with a byte-order mark")
+    # Cheap pre-check: nesting deeper than the limit needs at least that many brackets.
+    if text.count("[") + text.count("{") > max_depth and _depth(text) > max_depth:
+        raise StrictJSONError("too-deep", f"nesting deeper than {max_depth}")
+    try:
+        value = _decoder.decode(text)
+    except StrictJSONError:
+        raise
+    except json.JSONDecodeError as e:
+        raise StrictJSONError("invalid-json", f"not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise StrictJSONError("too-deep", "nesting too deep to parse") from None
+    if "\\u" in text or "\\U" in text:
+        _reject_lone_surrogates(value)
+    return value
+
+
+def _depth(text: str) -> int:
+    """Maximum bracket depth, ignoring brackets inside strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _reject_lone_surrogates(value: Any) -> None:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if not v.isascii():
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise StrictJSONError("lone-surrogate", "string holds a lone UTF-16 surrogate") from None
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def dumps(value: Any) -> bytes:
+    """Compact, UTF-8, key order kept: what scrub puts back on the wire."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")

@@ -32,10 +32,14 @@ from .packs import DROP, Kind, Pack, Rule, format_pointer
 UNVERIFIABLE = "telewarden could not verify this message, so it cannot be shown to keep the vendor's promises"
 
 
+DEFAULT_MAX_BODY = 1 << 20  # bytes of decoded body inspected; larger is a finding
+DEFAULT_MAX_DEPTH = 64
+
+
 @dataclass(slots=True)
 class Limits:
-    max_body: int = 1 << 20  # bytes of decoded body inspected; larger is a finding
-    max_depth: int = 64
+    max_body: int = DEFAULT_MAX_BODY
+    max_depth: int = DEFAULT_MAX_DEPTH
 
 
 @dataclass(slots=True)

@@ -1,0 +1,223 @@
+"""The mitmproxy addon: judge telemetry as it leaves, and forward, scrub or block it.
+
+Load it with `mitmdump -s <path to this file>` or through `telewarden run`. Written in the shape of
+mitmproxy's own addons: options declared in `load`, parsed once in `configure` (a bad value raises
+OptionsError and the last good configuration stays in force), small hooks.
+
+mitmproxy forwards a flow whose hook raised, so every hook here catches everything and, in the
+enforcing modes, blocks what it could not judge (fail closed). Audit mode is the one fail-open
+mode: it exists to observe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from telewarden.audit import AuditError, AuditTrail
+from telewarden.cli import parse_waivers
+from telewarden.engine import DEFAULT_MAX_BODY, Engine, Limits
+from telewarden.mitmexchange import apply_to_request, candidate_hosts, http_exchange, websocket_exchange
+from telewarden.model import Decision, Exchange, Finding, Mode, Severity, Transport, Verdict
+from telewarden.packs import PackError, load_packs
+from telewarden.render import record
+
+log = logging.getLogger("telewarden")
+
+_MARKS = {Decision.BLOCKED: ":no_entry:", Decision.SCRUBBED: ":broom:", Decision.FORWARDED: ":warning:"}
+_OPTIONS = ("telewarden_mode", "telewarden_rules", "telewarden_bundled", "telewarden_audit",
+            "telewarden_max_body", "telewarden_allow", "telewarden_block_status",
+            "telewarden_audit_max_bytes")
+
+
+class Telewarden:
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.trail: AuditTrail | None = None
+        self.mode = Mode.SCRUB
+        self.block_status = 403
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def load(self, loader: Any) -> None:
+        loader.add_option("telewarden_mode", str, "scrub",
+                          "audit: forward and record; scrub: repair what breaks a rule, block the rest; "
+                          "block: never forward a message that breaks a rule.",
+                          choices=[m.value for m in Mode])
+        loader.add_option("telewarden_rules", Sequence[str], [],
+                          "Rule pack files or folders; a pack replaces the bundled pack with the same id.")
+        loader.add_option("telewarden_bundled", bool, True, "Load the bundled rule packs.")
+        loader.add_option("telewarden_audit", str, "telewarden-audit",
+                          "Audit folder (audit.log, audit.jsonl). It must be writable.")
+        loader.add_option("telewarden_audit_max_bytes", int, 64 << 20,
+                          "Rotate audit.jsonl past this size; the hash chain continues across files.")
+        loader.add_option("telewarden_max_body", int, DEFAULT_MAX_BODY,
+                          "Largest telemetry body (decoded bytes) inspected; larger bodies are not forwarded "
+                          "in scrub/block mode.")
+        loader.add_option("telewarden_allow", Sequence[str], [],
+                          "Waive a rule: RULE_ID=REASON (glob allowed). Waived findings are recorded, not enforced.")
+        loader.add_option("telewarden_block_status", int, 403,
+                          "HTTP status of the response a blocked request gets.")
+
+    def configure(self, updated: set[str]) -> None:
+        if not updated.intersection(_OPTIONS):
+            return
+        opts = ctx.options
+        try:
+            mode = Mode(opts.telewarden_mode)
+        except ValueError:
+            raise exceptions.OptionsError(f"telewarden_mode must be audit, scrub or block, not {opts.telewarden_mode!r}")
+        if opts.telewarden_max_body <= 0:
+            raise exceptions.OptionsError("telewarden_max_body must be positive")
+        if not 200 <= opts.telewarden_block_status <= 599:
+            raise exceptions.OptionsError("telewarden_block_status must be an HTTP status (200-599)")
+        try:
+            waivers = parse_waivers(list(opts.telewarden_allow))
+            packs = load_packs([Path(p) for p in opts.telewarden_rules], include_bundled=opts.telewarden_bundled)
+        except (ValueError, PackError) as e:
+            raise exceptions.OptionsError(f"telewarden: {e}") from None
+        if not packs:
+            raise exceptions.OptionsError("telewarden: no rule packs loaded")
+        trail = self.trail
+        if trail is None or "telewarden_audit" in updated or "telewarden_audit_max_bytes" in updated:
+            try:
+                trail = AuditTrail(Path(opts.telewarden_audit).expanduser(), max_bytes=opts.telewarden_audit_max_bytes)
+            except AuditError as e:
+                raise exceptions.OptionsError(f"telewarden: {e}") from None
+        engine = Engine(packs, digest_key=trail.key, limits=Limits(max_body=opts.telewarden_max_body),
+                        waivers=waivers)
+        # Only now, with everything built, does the new configuration take over.
+        if self.trail is not None and trail is not self.trail:
+            self.trail.close()
+        self.engine, self.trail, self.mode = engine, trail, mode
+        self.block_status = opts.telewarden_block_status
+        log.info(f"telewarden: mode={mode.value}, packs={', '.join(p.id for p in packs)}, audit={trail.folder}")
+
+    def done(self) -> None:
+        if self.trail is not None:
+            self.trail.close()
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # A streamed body passes the proxy unseen: never stream what a pack claims.
+        try:
+            if self.engine is not None and self._claimed(flow):
+                flow.request.stream = False
+        except Exception:  # noqa: BLE001 - judged again (and blocked if need be) in `request`
+            log.exception("telewarden: requestheaders")
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.error is not None:
+            return
+        ex = None
+        try:
+            ex = http_exchange(flow)
+            verdict = self._inspect(ex)
+            if verdict.decision is Decision.PASSED_THROUGH:
+                return
+            if verdict.decision is Decision.SCRUBBED and verdict.repaired is not None:
+                apply_to_request(flow.request, verdict.repaired)
+        except Exception as e:  # noqa: BLE001 - fail closed
+            verdict = self._failure(ex, e)
+        self._record(verdict, ex, flow)
+        if verdict.decision is Decision.BLOCKED:
+            self._block_http(flow, verdict)
+        self._annotate(flow, verdict)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        assert flow.websocket is not None
+        message = flow.websocket.messages[-1]
+        if not message.from_client:
+            return
+        ex = None
+        try:
+            ex = websocket_exchange(flow, message.content, message.is_text, message.timestamp)
+            verdict = self._inspect(ex)
+            if verdict.decision is Decision.PASSED_THROUGH:
+                return
+            if verdict.decision is Decision.SCRUBBED and verdict.repaired and verdict.repaired.body is not None:
+                message.content = verdict.repaired.body
+        except Exception as e:  # noqa: BLE001 - fail closed
+            verdict = self._failure(ex, e)
+        self._record(verdict, ex, flow)
+        if verdict.decision is Decision.BLOCKED:
+            message.drop()
+        self._annotate(flow, verdict)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _claimed(self, flow: http.HTTPFlow) -> bool:
+        return self.engine is not None and self.engine._claim(candidate_hosts(flow)) is not None
+
+    def _inspect(self, ex: Exchange) -> Verdict:
+        if self.engine is None:
+            raise RuntimeError("telewarden is not configured")
+        return self.engine.inspect(ex, self.mode)
+
+    def _failure(self, ex: Exchange | None, e: BaseException) -> Verdict:
+        """An internal error: block in the enforcing modes, forward (loudly) in audit mode."""
+        log.error(f"telewarden: internal error while judging a message: {type(e).__name__}", exc_info=True)
+        ex_id = ex.id if ex is not None else "?"
+        decision = Decision.FORWARDED if self.mode is Mode.AUDIT else Decision.BLOCKED
+        reason = f"internal error ({type(e).__name__}); not judged"
+        finding = Finding("telewarden.internal-error", "", reason,
+                          "telewarden could not judge this message, so it cannot be shown to keep the vendor's promises",
+                          Severity.HIGH)
+        return Verdict(ex_id, decision, self.mode, findings=[finding], error=reason)
+
+    def _record(self, verdict: Verdict, ex: Exchange | None, flow: http.HTTPFlow) -> None:
+        if ex is None:
+            # the failure came before an Exchange existed: describe the request as it stands
+            ex = Exchange(transport=Transport.HTTP, method=flow.request.method, hosts=(flow.request.pretty_host,),
+                          port=flow.request.port, path=flow.request.path.split("?", 1)[0], timestamp=time.time())
+        try:
+            if self.trail is None:
+                raise AuditError("no audit trail configured")
+            self.trail.write(record(verdict, ex))
+        except Exception as e:  # noqa: BLE001 - an unaudited message must not leave in enforcing modes
+            log.error(f"telewarden: AUDIT TRAIL FAILED: {e}")
+            if self.mode is not Mode.AUDIT and verdict.decision is not Decision.BLOCKED:
+                verdict.decision = Decision.BLOCKED
+                verdict.error = f"audit trail unwritable: {e}"
+        if verdict.decision is Decision.BLOCKED or verdict.active_findings:
+            log.warning(f"telewarden: {verdict.decision.value.upper()} {verdict.pack}/{verdict.kind or verdict.endpoint} "
+                        f"{ex.destination} rules={','.join(verdict.rule_ids) or '-'}")
+
+    def _block_http(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
+        body = {"telewarden": "blocked", "message": verdict.exchange_id, "rules": verdict.rule_ids}
+        if verdict.error:
+            body["reason"] = verdict.error
+        flow.response = http.Response.make(self.block_status, json.dumps(body).encode(),
+                                           {"Content-Type": "application/json", "X-Telewarden": "blocked"})
+
+    @staticmethod
+    def _annotate(flow: http.HTTPFlow, verdict: Verdict) -> None:
+        entry = {"decision": verdict.decision.value, "pack": verdict.pack, "kind": verdict.kind,
+                 "rules": verdict.rule_ids, "message": verdict.exchange_id}
+        meta = flow.metadata.setdefault("telewarden", {"verdicts": []})
+        meta["verdicts"].append(entry)
+        meta["decision"] = _worst([v["decision"] for v in meta["verdicts"]])
+        meta["rules"] = sorted({r for v in meta["verdicts"] for r in v["rules"]})
+        counts = {d: sum(1 for v in meta["verdicts"] if v["decision"] == d) for d in ("blocked", "scrubbed", "forwarded")}
+        summary = ", ".join(f"{n} {d}" for d, n in counts.items() if n)
+        flow.comment = f"telewarden: {meta['decision'].upper()} ({summary}) {' '.join(meta['rules'])}".rstrip()
+        worst = Decision(meta["decision"])
+        if worst is not Decision.FORWARDED or meta["rules"]:
+            flow.marked = _MARKS.get(worst, ":warning:")
+
+
+def _worst(decisions: list[str]) -> str:
+    for d in ("blocked", "scrubbed", "forwarded"):
+        if d in decisions:
+            return d
+    return "forwarded"
+
+
+addons = [Telewarden()]

@@ -1,0 +1,281 @@
+"""The audit trail: every decision, in a human log and a hash-chained JSON Lines log.
+
+- One `os.write` per record on O_APPEND descriptors: a kill -9 leaves at most a torn last line.
+- Each JSONL record carries `seq`, `prev` (the previous record's hash) and `hash` (SHA-256 of
+  the record without `hash`), so an edit, a cut, a reorder or an insertion breaks the chain.
+  Editing the *last* record and recomputing its hash is only caught against an anchored hash:
+  `verify` prints the last hash for that purpose.
+- Size-based rotation renames audit.jsonl to audit.jsonl.NNNNNN; the chain runs on across files.
+- On reopening after a crash, a torn tail is cut off and replaced by a chained record that says
+  how many bytes were lost and their digest, so the trail stays verifiable and says what happened.
+- Findings carry only keyed digests and safe previews (engine.py): no raw value reaches a log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from . import render
+
+JSONL, HUMAN, KEYFILE = "audit.jsonl", "audit.log", "audit.key"
+GENESIS = "0" * 64
+_ROTATED = re.compile(r"^audit\.jsonl\.(\d{6})$")
+
+
+class AuditError(Exception):
+    """The trail cannot be written; enforcing modes must stop forwarding."""
+
+
+def load_or_create_key(folder: Path) -> bytes:
+    """TELEWARDEN_AUDIT_KEY, else audit.key in the folder (created once, mode 0600)."""
+    env = os.environ.get("TELEWARDEN_AUDIT_KEY")
+    if env:
+        return env.encode()
+    path = folder / KEYFILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    key = os.urandom(32).hex().encode()
+    try:
+        os.write(fd, key)
+    finally:
+        os.close(fd)
+    return key
+
+
+def record_hash(rec: dict[str, Any]) -> str:
+    body = {k: v for k, v in rec.items() if k != "hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def chain_files(folder: Path) -> list[Path]:
+    rotated = sorted((p for p in folder.iterdir() if _ROTATED.match(p.name)), key=lambda p: p.name)
+    current = folder / JSONL
+    return rotated + ([current] if current.exists() else [])
+
+
+class AuditTrail:
+    def __init__(self, folder: Path, *, max_bytes: int = 64 << 20) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.key = load_or_create_key(folder)
+            self._seq, self._prev = self._recover()
+            self._open()
+        except OSError as e:
+            raise AuditError(f"audit folder {folder} is not writable: {e.strerror}") from None
+        self.records = 0
+
+    def _open(self) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        self._jsonl = os.open(self.folder / JSONL, flags, 0o640)
+        self._human = os.open(self.folder / HUMAN, flags, 0o640)
+        self._size = os.fstat(self._jsonl).st_size
+
+    def _recover(self) -> tuple[int, str]:
+        """Find where the chain stands; cut a torn tail off and say so in the chain."""
+        files = chain_files(self.folder)
+        if not files:
+            return 0, GENESIS
+        last = files[-1]
+        data = last.read_bytes()
+        torn = b""
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            torn = data[cut:]
+            with last.open("r+b") as f:
+                f.truncate(cut)
+            data = data[:cut]
+        lines = data.splitlines()
+        seq, prev = 0, GENESIS
+        if lines:
+            rec = json.loads(lines[-1])
+            seq, prev = rec["seq"], rec["hash"]
+        elif len(files) > 1:
+            rec = json.loads(files[-2].read_bytes().splitlines()[-1])
+            seq, prev = rec["seq"], rec["hash"]
+        if torn:
+            self._seq, self._prev = seq, prev
+            note = {"event": "torn-tail-removed", "bytes": len(torn),
+                    "digest": "sha256:" + hashlib.sha256(torn).hexdigest()}
+            line = self._chain(note)
+            with last.open("ab") as f:
+                f.write(line)
+            return self._seq, self._prev
+        return seq, prev
+
+    def _chain(self, rec: dict[str, Any]) -> bytes:
+        self._seq += 1
+        rec = {"seq": self._seq, **rec, "prev": self._prev}
+        rec["hash"] = record_hash(rec)
+        self._prev = rec["hash"]
+        return (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+
+    def write(self, rec: dict[str, Any]) -> None:
+        """Append one record to both views. Raises AuditError if it could not be written."""
+        with self._lock:
+            seq, prev = self._seq, self._prev
+            line = self._chain(rec)
+            try:
+                if self._size + len(line) > self.max_bytes and self._size > 0:
+                    self._rotate()
+                if os.write(self._jsonl, line) != len(line):
+                    raise OSError(28, "short write")
+                self._size += len(line)
+                os.write(self._human, (render.block(rec) + "\n\n").encode())
+            except OSError as e:
+                self._seq, self._prev = seq, prev  # the record is not in the chain
+                raise AuditError(f"cannot write the audit trail in {self.folder}: {e.strerror or e}") from None
+            self.records += 1
+
+    def _rotate(self) -> None:
+        os.close(self._jsonl)
+        os.close(self._human)
+        n = max((int(m.group(1)) for p in self.folder.iterdir() if (m := _ROTATED.match(p.name))), default=0) + 1
+        os.rename(self.folder / JSONL, self.folder / f"{JSONL}.{n:06d}")
+        os.rename(self.folder / HUMAN, self.folder / f"{HUMAN}.{n:06d}")
+        self._open()
+
+    def close(self) -> None:
+        for fd in (self._jsonl, self._human):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+def _targets(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = chain_files(path)
+        if not files:
+            raise OSError(2, f"no {JSONL} in {path}")
+        return files
+    if not path.exists():
+        raise OSError(2, f"{path}: no such file")
+    return [path]
+
+
+def verify(path: Path) -> tuple[int, str]:
+    """Return (exit status, report). 0 intact, 1 tampered, 2 unreadable."""
+    try:
+        files = _targets(path)
+    except OSError as e:
+        return 2, f"unreadable: {e.strerror or e}"
+    prev, seq, count, torn_note = None, None, 0, ""
+    for fi, f in enumerate(files):
+        try:
+            data = f.read_bytes()
+        except OSError as e:
+            return 2, f"unreadable: {f}: {e.strerror}"
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        elif lines:  # no trailing newline: the last line was cut short
+            if fi == len(files) - 1:
+                torn_note = f"; torn last line in {f.name} ({len(lines[-1])} bytes): a write cut short by a crash"
+                lines.pop()
+            else:
+                return 1, f"TAMPERED: {f.name} ends without a newline but is not the last file"
+        for n, raw in enumerate(lines, 1):
+            where = f"{f.name} line {n}"
+            try:
+                rec = json.loads(raw)
+                rseq, rprev, rhash = rec["seq"], rec["prev"], rec["hash"]
+            except (ValueError, KeyError, TypeError):
+                return 1, f"TAMPERED: {where} is not a chained audit record"
+            if record_hash(rec) != rhash:
+                return 1, f"TAMPERED: record seq {rseq} ({where}) was edited: its hash does not match its content"
+            if seq is not None and rseq != seq + 1:
+                what = "removed" if rseq > seq + 1 else "reordered or inserted"
+                return 1, f"TAMPERED: at {where} seq goes from {seq} to {rseq}: records {what}"
+            if prev is not None and rprev != prev:
+                return 1, f"TAMPERED: record seq {rseq} ({where}) does not follow the previous record (edited, removed or inserted before it)"
+            if prev is None and rprev != GENESIS and fi == 0 and n == 1 and path.is_dir():
+                return 1, f"TAMPERED: the first record (seq {rseq}) does not start the chain: earlier records were removed"
+            prev, seq = rhash, rseq
+            count += 1
+    return 0, f"intact: {count} records in {len(files)} file(s); last hash {prev or GENESIS}{torn_note}"
+
+
+def iter_records(path: Path):
+    for f in _targets(path):
+        with f.open("rb") as fh:
+            for raw in fh:
+                if raw.endswith(b"\n"):
+                    try:
+                        rec = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if "decision" in rec:
+                        yield rec
+
+
+def summarize(path: Path) -> dict[str, Any]:
+    by_message: Counter = Counter()
+    by_rule: dict[tuple, Counter] = defaultdict(Counter)
+    promises: dict[str, str] = {}
+    for rec in iter_records(path):
+        by_message[(rec.get("pack") or "-", rec.get("kind") or "-", rec["decision"])] += 1
+        for f in rec["findings"]:
+            by_rule[(rec.get("pack") or "-", f["rule"])][rec["decision"]] += 1
+            promises[f["rule"]] = f["promise"]
+    return {
+        "messages": [{"pack": p, "kind": k, "decision": d, "count": n} for (p, k, d), n in sorted(by_message.items())],
+        "rules": [{"pack": p, "rule": r, "count": sum(c.values()), "decisions": dict(c), "promise": promises[r]}
+                  for (p, r), c in sorted(by_rule.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))],
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    out = ["messages by vendor, kind and decision:"]
+    for m in s["messages"]:
+        out.append(f"  {m['count']:>8}  {m['pack']:<10} {m['kind']:<20} {m['decision']}")
+    out.append("")
+    out.append("findings by rule:")
+    for r in s["rules"]:
+        decisions = ", ".join(f"{n} {d}" for d, n in sorted(r["decisions"].items()))
+        out.append(f"  {r['count']:>8}  {r['rule']:<36} ({decisions})")
+        out.append(f"            promise: \"{r['promise']}\"")
+    return "\n".join(out)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="read the audit trail (verify, summary)")
+    asub = p.add_subparsers(dest="audit_command", required=True)
+    v = asub.add_parser("verify", help="check the hash chain; exit 0 intact, 1 tampered, 2 unreadable")
+    v.add_argument("path", type=Path, metavar="DIR_OR_FILE")
+    v.set_defaults(func=_cmd_verify)
+    s = asub.add_parser("summary", help="counts per vendor, kind, decision and rule")
+    s.add_argument("path", type=Path, metavar="DIR_OR_FILE")
+    s.add_argument("--format", choices=["text", "json"], default="text")
+    s.set_defaults(func=_cmd_summary)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    status, report = verify(args.path)
+    print(report, file=sys.stdout if status != 2 else sys.stderr)
+    return status
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    try:
+        s = summarize(args.path)
+    except OSError as e:
+        print(f"telewarden audit summary: unreadable: {e.strerror or e}", file=sys.stderr)
+        return 2
+    print(json.dumps(s, indent=2) if args.format == "json" else format_summary(s))
+    return 0

@@ -1,0 +1,86 @@
+"""mitmproxy flows -> Exchanges, and Verdicts -> changes on the flow. The only module (with
+addon.py and flows.py) that knows mitmproxy's types; live and recorded traffic share it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from urllib.parse import unquote
+
+from mitmproxy import http
+
+from .model import Exchange, Repaired, Transport
+
+
+def normalize_host(host: str | None) -> str | None:
+    """Case, trailing dot, brackets and an explicit port never change which pack a name hits."""
+    if not host:
+        return None
+    h = host.strip().lower()
+    if h.startswith("["):  # [::1]:443
+        h = h[1:].split("]", 1)[0]
+    elif h.count(":") == 1:
+        h = h.split(":", 1)[0]
+    h = h.rstrip(".")
+    return h or None
+
+
+def normalize_path(raw: str) -> tuple[str, str]:
+    """Split off the query and canonicalise the path: percent-decoding, doubled slashes, dot
+    segments, a trailing slash and case, so `/V1//%68ttp/` is judged as `/v1/http`."""
+    path, _, query = raw.partition("?")
+    path = unquote(path.split("#", 1)[0], errors="replace")
+    path = posixpath.normpath("/" + path)
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    return path.lower(), query
+
+
+def candidate_hosts(flow: http.HTTPFlow) -> tuple[str, ...]:
+    """Every name this request could be going to: request target, Host/:authority, TLS SNI."""
+    req = flow.request
+    names = (req.host, req.authority, req.headers.get("host"), flow.client_conn.sni,
+             getattr(flow.server_conn, "sni", None))
+    out: list[str] = []
+    for n in names:
+        h = normalize_host(n)
+        if h and h not in out:
+            out.append(h)
+    return tuple(out)
+
+
+def http_exchange(flow: http.HTTPFlow) -> Exchange:
+    req = flow.request
+    problem = None
+    body = b""
+    if req.stream:
+        problem = "streamed: the body was streamed past the proxy and could not be inspected"
+    else:
+        try:
+            body = req.get_content(strict=True) or b""
+        except ValueError as e:
+            problem = f"bad-encoding: Content-Encoding {req.headers.get('content-encoding', '')!r} does not decode ({e})"
+    path, query = normalize_path(req.path)
+    return Exchange(
+        transport=Transport.HTTP, method=req.method.upper(), hosts=candidate_hosts(flow),
+        port=req.port, path=path, query=query, headers=tuple(req.headers.items(multi=True)),
+        body=body, body_problem=problem, scheme=req.scheme, timestamp=req.timestamp_start or 0.0)
+
+
+def websocket_exchange(flow: http.HTTPFlow, content: bytes, is_text: bool, timestamp: float) -> Exchange:
+    req = flow.request
+    path, query = normalize_path(req.path)
+    return Exchange(
+        transport=Transport.WEBSOCKET, method="WS", hosts=candidate_hosts(flow), port=req.port,
+        path=path, query=query, body=content, frame_is_text=is_text,
+        scheme="wss" if req.scheme == "https" else "ws", timestamp=timestamp)
+
+
+def apply_to_request(req: http.Request, repaired: Repaired) -> None:
+    """Put a scrubbed request on the wire: re-encodes the body and fixes Content-Length."""
+    for name in repaired.drop_headers:
+        del req.headers[name]
+    if repaired.clear_query:
+        req.path = req.path.split("?", 1)[0]
+    if repaired.body is not None:
+        req.content = repaired.body  # mitmproxy re-applies Content-Encoding and the length

@@ -1,0 +1,65 @@
+"""`telewarden run`: mitmdump with the telewarden addon and the bundled packs.
+
+Listens on 127.0.0.1:8080 unless told otherwise (never on all interfaces by default). Every
+argument it does not know goes to mitmdump unchanged (`--mode reverse:...`, `--set ...`, `-s ...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import addon
+from .model import Mode
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="start the proxy (mitmdump + telewarden)",
+                       description=__doc__.splitlines()[0] + " Unknown arguments go to mitmdump.")
+    p.add_argument("--mode", dest="tw_mode", choices=[m.value for m in Mode], default="scrub")
+    p.add_argument("--rules", action="append", default=[], metavar="PATH",
+                   help="rule pack file or folder (repeatable)")
+    p.add_argument("--no-bundled", action="store_true", help="do not load the bundled packs")
+    p.add_argument("--audit", default="telewarden-audit", metavar="DIR", help="audit folder (default: ./telewarden-audit)")
+    p.add_argument("--allow", action="append", default=[], metavar="RULE=REASON", help="waive a rule")
+    p.add_argument("--listen-host", default="127.0.0.1")
+    p.add_argument("--listen-port", type=int, default=8080)
+    p.set_defaults(func=cmd_run, passthrough=True)
+
+
+def mitmdump_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    argv = ["-s", str(Path(addon.__file__).resolve()),
+            "--listen-host", args.listen_host, "--listen-port", str(args.listen_port),
+            "--set", f"telewarden_mode={args.tw_mode}", "--set", f"telewarden_audit={args.audit}"]
+    for r in args.rules:
+        argv += ["--set", f"telewarden_rules={Path(r).resolve()}"]
+    for a in args.allow:
+        argv += ["--set", f"telewarden_allow={a}"]
+    if args.no_bundled:
+        argv += ["--set", "telewarden_bundled=false"]
+    return argv + extra
+
+
+def confdir(extra: list[str]) -> Path:
+    for i, a in enumerate(extra):
+        value = a[len("--set="):] if a.startswith("--set=") else (extra[i + 1] if a == "--set" and i + 1 < len(extra) else "")
+        if value.startswith("confdir="):
+            return Path(value.split("=", 1)[1]).expanduser()
+    return Path("~/.mitmproxy").expanduser()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mitmproxy.tools.main import mitmdump  # noqa: PLC0415
+
+    extra = list(getattr(args, "extra", []))
+    ca = confdir(extra) / "mitmproxy-ca-cert.pem"
+    print(f"telewarden: {args.tw_mode} mode, proxy on {args.listen_host}:{args.listen_port}, audit in {args.audit}/",
+          file=sys.stderr)
+    print(f"telewarden: CA certificate: {ca} (created on first start). Clients must trust it:\n"
+          f"  curl --cacert {ca} ...   |   SSL_CERT_FILE={ca} / REQUESTS_CA_BUNDLE={ca} / NODE_EXTRA_CA_CERTS={ca}\n"
+          f"  system-wide (Debian/Ubuntu): cp {ca} /usr/local/share/ca-certificates/mitmproxy.crt && update-ca-certificates",
+          file=sys.stderr)
+    sys.stderr.flush()
+    mitmdump(mitmdump_args(args, extra))
+    return 0

@@ -47,7 +47,7 @@ DETECTOR_PATTERNS: dict[str, str] = {
     "email": r"\b[A-Za-z0-9._%+-]{1,64}@(?:" + _LABEL + r"\.)+[A-Za-z]{2,63}\b",
     "url": r"(?i:\b[a-z][a-z0-9+.-]{1,15}://[^\s\"'<>]{2,})",
     "user-path": r"(?:/home/|/Users/|/root/)[^/\s\"']+|\b[A-Za-z]:\\(?:Users|Documents and Settings)\\[^\\\s\"']+",
-    "ipv4": r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])",
+    "ipv4": r"(?<![\w./])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])",
     "ipv6": r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:)[0-9A-Fa-f:]{2,39}(?:%[\w.]+)?(?![\w:])",
     "hostname": r"(?i:(?<![\w.@-])(?:" + _LABEL + r"\.)+(?:" + _TLD_ALT + r")\.?(?![\w-]))",
 }

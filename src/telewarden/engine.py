@@ -311,7 +311,7 @@ class Engine:
     def _safe_pointer(self, pack: Pack, path: tuple) -> str:
         """Keys that look identifying are shown by digest, never verbatim."""
         return format_pointer(
-            p if isinstance(p, int) or (len(p) <= 64 and not pack.detectors.first(p)) else f"~key:{self.digest(p)[12:24]}"
+            p if isinstance(p, int) or (len(p) <= 64 and not pack.detectors.first(p)) else f"(key:{self.digest(p)[12:24]})"
             for p in path)
 
 

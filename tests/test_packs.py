@@ -1,0 +1,104 @@
+"""Pack loading: broken packs name the file, the item and the reason; nothing half-loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PAYLOADS, ROOT, exchange
+from telewarden.engine import Engine
+from telewarden.model import Decision, Mode
+from telewarden.packs import PackError, bundled_dir, load_pack, load_packs
+
+HASURA = ROOT / "rules" / "hasura.yaml"
+
+
+def variant(tmp_path: Path, edit) -> Path:
+    data = yaml.safe_load(HASURA.read_text())
+    edit(data)
+    out = tmp_path / "rules" / "hasura.yaml"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def rule(data, rid):
+    return next(r for r in data["rules"] if r["id"] == rid)
+
+
+@pytest.mark.parametrize("edit,expect", [
+    (lambda d: rule(d, "hasura.cli.command-args")["check"].update(pattern="(unclosed"),
+     "rule 'hasura.cli.command-args': bad pattern"),
+    (lambda d: rule(d, "hasura.cli.error").update(promise="nope"),
+     "rule 'hasura.cli.error': promise 'nope' is not defined"),
+    (lambda d: rule(d, "hasura.cli.error").update(kinds=["cli", "martian"]),
+     "rule 'hasura.cli.error': unknown kind 'martian'"),
+    (lambda d: rule(d, "hasura.cli.error").update(severity="catastrophic"),
+     "rule 'hasura.cli.error': 'catastrophic' is not one of"),
+    (lambda d: rule(d, "hasura.cli.error").pop("check"),
+     "rule 'hasura.cli.error': 'check' is a required property"),
+    (lambda d: rule(d, "hasura.cli.error")["check"].update(pattern="x"),
+     "rule 'hasura.cli.error'"),
+    (lambda d: rule(d, "hasura.console.url-route")["check"].update(route="nowhere"),
+     "rule 'hasura.console.url-route': unknown route set 'nowhere'"),
+    (lambda d: d["rules"].append(dict(rule(d, "hasura.cli.error"))),
+     "rule 'hasura.cli.error': id is defined twice"),
+    (lambda d: d["kinds"][0].update(schema="hasura/missing.schema.json"),
+     "kind 'server-v1': schema file 'hasura/missing.schema.json' not found"),
+    (lambda d: d["kinds"][0].update(endpoints=["ftp"]), "kind 'server-v1': unknown endpoint 'ftp'"),
+    (lambda d: d["routes"]["console"].append("/data/{broken"), "routes 'console'"),
+    (lambda d: d.update(surprise=1), "pack: Additional properties are not allowed"),
+])
+def test_broken_pack_names_file_item_and_reason(tmp_path, edit, expect):
+    path = variant(tmp_path, edit)
+    with pytest.raises(PackError) as e:
+        load_pack(path)
+    assert str(path) in str(e.value) and expect in str(e.value)
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "x.yaml"
+    bad.write_text("pack: [unclosed")
+    with pytest.raises(PackError, match="x.yaml: not valid YAML"):
+        load_pack(bad)
+    with pytest.raises(PackError, match="no such file"):
+        load_packs([tmp_path / "missing.yaml"])
+
+
+def test_invalid_kind_schema_is_reported(tmp_path):
+    path = variant(tmp_path, lambda d: None)
+    (tmp_path / "schemas" / "hasura").mkdir(parents=True)
+    (tmp_path / "schemas" / "hasura" / "server-v1.schema.json").write_text('{"type": "nonsense"}')
+    with pytest.raises(PackError, match="kind 'server-v1': schema .* not a valid JSON Schema"):
+        load_pack(path)
+
+
+def test_user_pack_replaces_the_bundled_pack_with_the_same_id(tmp_path):
+    path = variant(tmp_path, lambda d: d["rules"].remove(rule(d, "hasura.cli.command-args")))
+    packs = load_packs([path])
+    assert [p.id for p in packs] == ["hasura"] and packs[0].file == str(path)
+    eng = Engine(packs, digest_key=b"k")
+    body = dict(PAYLOADS["cli-v2.48-no-error"], data={**PAYLOADS["cli-v2.48-no-error"]["data"], "command": "hasura version --endpoint"})
+    assert eng.inspect(exchange(body), Mode.BLOCK).decision is Decision.FORWARDED
+
+
+def test_the_same_pack_id_twice_among_user_packs_is_an_error(tmp_path):
+    a = variant(tmp_path, lambda d: None)
+    b = tmp_path / "copy.yaml"
+    b.write_text(a.read_text())
+    with pytest.raises(PackError, match="also defined in"):
+        load_packs([a, b], include_bundled=False)
+
+
+def test_first_pack_claiming_a_host_wins(tmp_path):
+    other = variant(tmp_path, lambda d: d.update(pack="acme"))
+    packs = load_packs([other])
+    assert [p.id for p in packs] == ["acme", "hasura"]
+    assert Engine(packs, digest_key=b"k").inspect(exchange(PAYLOADS["cli-v1.3"]), Mode.SCRUB).pack == "acme"
+
+
+def test_bundled_rules_and_schemas_are_found():
+    assert (bundled_dir("rules") / "hasura.yaml").is_file()
+    assert (bundled_dir("schemas") / "rulepack.schema.json").is_file()

@@ -71,6 +71,24 @@ class Hit:
     end: int
 
 
+# Every built-in detector needs one of these characters or one of these literals to match, so a
+# string with none of them is clean without running the (slower) combined regex. Substring tests
+# cost a fraction of a regex search on the short strings telemetry is made of.
+_TRIGGER_CHARS = frozenset("@.:/\\=")
+_TRIGGER_WORDS = ("AKIA", "ASIA", "gh", "xox", "k_live_", "k_test_", "AIza", "glpat-", "PRIVATE KEY")
+_TRIGGER_WORDS_ANY_CASE = ("bearer", "basic", "token")
+
+
+def _may_hit(text: str) -> bool:
+    if not _TRIGGER_CHARS.isdisjoint(text):
+        return True
+    for w in _TRIGGER_WORDS:
+        if w in text:
+            return True
+    low = text.lower()
+    return any(w in low for w in _TRIGGER_WORDS_ANY_CASE)
+
+
 class DetectorSet:
     """A compiled choice of detectors; `scan` returns every validated hit in a string."""
 
@@ -80,6 +98,8 @@ class DetectorSet:
             if name not in DETECTOR_PATTERNS:
                 raise KeyError(name)
             patterns[name] = DETECTOR_PATTERNS[name]
+        # A pack's own patterns can match anything, so they switch the prefilter off.
+        self._prefilter = not extra
         patterns.update(extra or {})
         self.names = tuple(patterns)
         self._group_to_name = {f"d{i}": name for i, name in enumerate(patterns)}
@@ -104,7 +124,11 @@ class DetectorSet:
 
     def first(self, text: str) -> Hit | None:
         """Cheap check used on the clean path: most strings have no hit at all."""
-        if self._regex is None or self._regex.search(text) is None:
+        if self._regex is None:
+            return None
+        if self._prefilter and not _may_hit(text):
+            return None
+        if self._regex.search(text) is None:
             return None
         hits = self.scan(text)
         return hits[0] if hits else None

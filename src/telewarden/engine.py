@@ -186,12 +186,16 @@ class Engine:
         verdict.kind = kind.id
         if not kind.validator.is_valid(doc):
             self._schema_findings(pack, kind, doc, work)
-        for rule in kind.rules:
-            for path, parent, key, value in _resolve(doc, rule.pointers):
-                problem = rule.check(value)
-                if problem:
-                    self._rule_finding(work, pack, rule, format_pointer(path), value, problem, path)
-        self._detect(pack, kind, doc, work)
+        for rule, pointer, wild in kind.checks:
+            if wild:
+                for path, value in _resolve(doc, pointer):
+                    if problem := rule.check(value):
+                        self._rule_finding(work, pack, rule, format_pointer(path), value, problem, path)
+            else:
+                value = _get(doc, pointer, _MISSING)
+                if value is not _MISSING and (problem := rule.check(value)):
+                    self._rule_finding(work, pack, rule, format_pointer(pointer), value, problem, pointer)
+        self._walk(pack, doc, (), kind.owned, work)
         return doc
 
     def _kind(self, pack: Pack, endpoint_id: str | None, doc: Any) -> Kind | None:
@@ -221,31 +225,31 @@ class Engine:
                           f"fails {keyword!r} of the {kind.id} schema ({'/'.join(map(str, err.schema_path))})",
                           pack.generic_promise, Severity.HIGH, None, unrepairable=True)
 
-    def _detect(self, pack: Pack, kind: Kind, doc: Any, work: _Work) -> None:
-        first = pack.detectors.first
-        stack: list[tuple[Any, tuple, dict | None]] = [(doc, (), kind.owned)]
-        while stack:
-            value, path, owned = stack.pop()
-            if isinstance(value, str):
-                if first(value):
-                    hits = pack.detectors.scan(value)
-                    kinds = _kinds(hits)
-                    self._add(work, pack, f"{pack.id}.detector.{hits[0].detector}", format_pointer(path), value,
-                              f"looks like {kinds}", pack.generic_promise, Severity.HIGH, path,
-                              repair=lambda v, d=pack.detectors: mask(v, d.scan(v)),
-                              repair_text=f"masked as [{hits[0].detector}]", preview_kind=kinds)
-            elif isinstance(value, dict):
-                for k, v in value.items():
-                    sub = owned.get(k) or owned.get("*") if owned else None
-                    if sub is not None and None in sub:
-                        continue  # a rule judges this value
-                    stack.append((v, (*path, k), sub))
-            elif isinstance(value, list):
-                sub = owned.get("*") if owned else None
-                if sub is not None and None in sub:
-                    continue
+    def _walk(self, pack: Pack, value: Any, path: tuple, owned: dict | None, work: _Work) -> None:
+        """Run the detectors on every string that no rule owns."""
+        t = type(value)
+        if t is str:
+            if pack.detectors.first(value):
+                hits = pack.detectors.scan(value)
+                kinds = _kinds(hits)
+                self._add(work, pack, f"{pack.id}.detector.{hits[0].detector}", format_pointer(path), value,
+                          f"looks like {kinds}", pack.generic_promise, Severity.HIGH, path,
+                          repair=lambda v, d=pack.detectors: mask(v, d.scan(v)),
+                          repair_text=f"masked as [{hits[0].detector}]", preview_kind=kinds)
+        elif t is dict:
+            for k, v in value.items():
+                tv = type(v)
+                if tv is str or tv is dict or tv is list:
+                    sub = (owned.get(k) or owned.get("*")) if owned else None
+                    if sub is None or None not in sub:  # None marks a pointer a rule judges
+                        self._walk(pack, v, (*path, k), sub, work)
+        elif t is list:
+            sub = owned.get("*") if owned else None
+            if sub is None or None not in sub:
                 for i, v in enumerate(value):
-                    stack.append((v, (*path, i), sub))
+                    tv = type(v)
+                    if tv is str or tv is dict or tv is list:
+                        self._walk(pack, v, (*path, i), sub, work)
 
     def _scrub(self, pack: Pack, ex: Exchange, verdict: Verdict, work: _Work, doc: Any) -> None:
         body = ex.body
@@ -320,35 +324,34 @@ _MISSING = object()
 
 def _get(doc: Any, path: tuple, default: Any) -> Any:
     for tok in path:
-        if isinstance(doc, dict):
-            if tok not in doc:
+        if type(doc) is dict:
+            doc = doc.get(tok, _MISSING)
+            if doc is _MISSING:
                 return default
-            doc = doc[tok]
-        elif isinstance(doc, list) and isinstance(tok, int) and 0 <= tok < len(doc):
-            doc = doc[tok]
+        elif type(doc) is list:
+            i = tok if type(tok) is int else int(tok) if tok.isdigit() else -1
+            if not 0 <= i < len(doc):
+                return default
+            doc = doc[i]
         else:
             return default
     return doc
 
 
-def _resolve(doc: Any, pointers: tuple[tuple[str, ...], ...]):
-    """Yield (path, parent, key, value) for every place the pointers (with `*`) reach."""
-    for pointer in pointers:
-        frontier: list[tuple[tuple, Any, Any, Any]] = [((), None, None, doc)]
-        for tok in pointer:
-            nxt = []
-            for path, _, _, node in frontier:
-                if isinstance(node, dict):
-                    keys = node.keys() if tok == "*" else ([tok] if tok in node else [])
-                    nxt.extend(((*path, k), node, k, node[k]) for k in keys)
-                elif isinstance(node, list):
-                    if tok == "*":
-                        idx = range(len(node))
-                    else:
-                        idx = [int(tok)] if tok.isdigit() and int(tok) < len(node) else []
-                    nxt.extend(((*path, i), node, i, node[i]) for i in idx)
-            frontier = nxt
-        yield from frontier
+def _resolve(doc: Any, pointer: tuple[str, ...]):
+    """Yield (path, value) for every place a pointer with `*` segments reaches."""
+    frontier: list[tuple[tuple, Any]] = [((), doc)]
+    for tok in pointer:
+        nxt = []
+        for path, node in frontier:
+            if type(node) is dict:
+                keys = node.keys() if tok == "*" else ([tok] if tok in node else [])
+                nxt.extend(((*path, k), node[k]) for k in keys)
+            elif type(node) is list:
+                idx = range(len(node)) if tok == "*" else ([int(tok)] if tok.isdigit() and int(tok) < len(node) else [])
+                nxt.extend(((*path, i), node[i]) for i in idx)
+        frontier = nxt
+    yield from frontier
 
 
 def _apply(doc: Any, fix: _Fix) -> Any:

@@ -87,6 +87,8 @@ class Kind:
     validator: Any  # jsonschema_rs validator
     schema_file: str
     rules: list[Rule] = field(default_factory=list)
+    # (rule, pointer, has a `*`) for every pointer of every rule of this kind, in rule order
+    checks: list[tuple[Rule, Pointer, bool]] = field(default_factory=list)
     owned: dict = field(default_factory=dict)  # trie of pointers whose strings rules judge
 
 
@@ -219,6 +221,7 @@ class _Compiler:
         kinds = [self._kind(k, endpoint_ids) for k in d["kinds"]]
         for kind in kinds:
             kind.rules = [r for r in rules if r.pointers and (r.kinds is None or kind.id in r.kinds)]
+            kind.checks = [(r, p, "*" in p) for r in kind.rules for p in r.pointers]
             for r in kind.rules:
                 for p in r.pointers:
                     node = kind.owned

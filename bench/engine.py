@@ -1,0 +1,82 @@
+"""Engine throughput: payloads per second for inspect and for scrub, on one core.
+
+    ./tw bench engine [--seconds 3]
+
+The mix is realistic: every genuine payload in examples/payloads (~0.3-2 KB: server, CLI and
+console of every generation) plus every documented violation in examples/violations.json, in the
+ratio 4 clean : 1 violating. Each figure is the best of 3 timed rounds of a bounded loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from telewarden import strictjson  # noqa: E402
+from telewarden.engine import Engine  # noqa: E402
+from telewarden.model import Exchange, Mode, Transport  # noqa: E402
+from telewarden.packs import load_packs  # noqa: E402
+
+EX = Path(__file__).resolve().parents[1] / "examples"
+
+
+def exchanges() -> list[Exchange]:
+    clean = [(p.stem, p.read_bytes().strip()) for p in sorted((EX / "payloads").glob("*.json"))]
+    bad = [(c["name"] if c["transport"] == "http" else "console", strictjson.dumps(c["body"]))
+           for c in json.loads((EX / "violations.json").read_text())]
+    mix = clean * 4 + bad[: len(clean)]
+    out = []
+    for name, body in mix:
+        ws = name.startswith("console")
+        out.append(Exchange(Transport.WEBSOCKET if ws else Transport.HTTP, "WS" if ws else "POST",
+                            ("telemetry.hasura.io",), 443, "/v1/ws" if ws else "/v1/http", "",
+                            (("Content-Type", "application/json"), ("User-Agent", "Go-http-client/1.1")), body))
+    return out
+
+
+def rate(engine: Engine, mix: list[Exchange], mode: Mode, seconds: float) -> float:
+    rounds = []
+    for _ in range(3):
+        n, t0 = 0, time.perf_counter()
+        deadline = t0 + seconds / 3
+        while time.perf_counter() < deadline and n < 5_000_000:
+            for ex in mix:
+                engine.inspect(ex, mode)
+            n += len(mix)
+        rounds.append(n / (time.perf_counter() - t0))
+    return max(rounds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0, help="per mode, split over 3 rounds")
+    args = ap.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    engine = Engine(load_packs([]), digest_key=b"bench")
+    mix = exchanges()
+    sizes = [len(e.body) for e in mix]
+    violating = sum(1 for e in mix if engine.inspect(e, Mode.AUDIT).findings)
+    print(f"mix: {len(mix)} payloads, {violating} violating, body bytes median {statistics.median(sizes):.0f} "
+          f"(min {min(sizes)}, max {max(sizes)})")
+    for mode in (Mode.AUDIT, Mode.SCRUB):
+        label = "inspect (audit)" if mode is Mode.AUDIT else "inspect+scrub  "
+        r = rate(engine, mix, mode, args.seconds)
+        print(f"{label}: {r:>10,.0f} payloads/s  ({1e6 / r:.1f} us each), one core")
+    clean = [e for e in mix if not engine.inspect(e, Mode.AUDIT).findings]
+    print(f"clean only     : {rate(engine, clean, Mode.SCRUB, args.seconds):>10,.0f} payloads/s")
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        json.loads(mix[0].body)
+    print(f"(json.loads alone on a {len(mix[0].body)} B payload: {2000 / (time.perf_counter() - t0):,.0f}/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -49,3 +49,58 @@ def payload_exchange(name: str) -> Exchange:
 
 def inspect(engine: Engine, ex: Exchange, mode: str = "scrub"):
     return engine.inspect(ex, Mode(mode))
+
+
+# -- integration: real upstream, real proxies --------------------------------------------------
+
+@pytest.fixture(scope="session")
+def upstream(tmp_path_factory):
+    from support.harness import Upstream
+
+    up = Upstream(tmp_path_factory.mktemp("upstream")).start()
+    yield up
+    up.stop()
+
+
+@pytest.fixture(scope="session")
+def confdir(tmp_path_factory):
+    from support.harness import ensure_ca
+
+    d = tmp_path_factory.mktemp("mitmconf")
+    ensure_ca(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def proxies(tmp_path_factory, upstream, confdir):
+    """One running proxy per mode, shared by the integration tests (started on first use)."""
+    from support.harness import Proxy
+
+    started: dict[str, Proxy] = {}
+
+    def get(mode: str) -> Proxy:
+        if mode not in started:
+            started[mode] = Proxy(tmp_path_factory.mktemp(f"proxy-{mode}"), upstream, confdir, mode).start()
+        return started[mode]
+
+    yield get
+    for p in started.values():
+        p.stop()
+
+
+@pytest.fixture
+def start_proxy(tmp_path, upstream, confdir):
+    """A dedicated proxy for tests that need their own options; stopped after the test."""
+    from support.harness import Proxy
+
+    made = []
+
+    def start(mode: str = "scrub", extra: list[str] | None = None, wait: bool = True, **kw):
+        p = Proxy(tmp_path / f"p{len(made)}", upstream, confdir, mode, extra, **kw)
+        p.folder.mkdir()
+        made.append(p)
+        return p.start(wait=wait)
+
+    yield start
+    for p in made:
+        p.stop()

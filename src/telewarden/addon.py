@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.utils import human
 
 from telewarden.audit import AuditError, AuditTrail
 from telewarden.cli import parse_waivers
-from telewarden.engine import DEFAULT_MAX_BODY, Engine, Limits
+from telewarden.engine import DEFAULT_MAX_BODY, UNVERIFIABLE, Engine, Limits
 from telewarden.mitmexchange import apply_to_request, candidate_hosts, http_exchange, websocket_exchange
 from telewarden.model import Decision, Exchange, Finding, Mode, Severity, Transport, Verdict
 from telewarden.packs import PackError, load_packs
@@ -106,15 +107,38 @@ class Telewarden:
     # -- hooks ------------------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        # A streamed body passes the proxy unseen: never stream what a pack claims.
+        """Keep telemetry bodies whole so they can be judged.
+
+        mitmproxy re-enables streaming for a body that outgrows `stream_large_bodies` while it is
+        read, and then runs the `request` hook only after the body went upstream. So in the
+        enforcing modes a telemetry request whose body may exceed that limit is refused here,
+        before anything is sent; audit mode lets it stream and records it as not inspected.
+        """
         try:
-            if self.engine is not None and self._claimed(flow):
-                flow.request.stream = False
-        except Exception:  # noqa: BLE001 - judged again (and blocked if need be) in `request`
-            log.exception("telewarden: requestheaders")
+            if self.engine is None or not self._claimed(flow):
+                return
+            flow.request.stream = False
+            limit = human.parse_size(ctx.options.stream_large_bodies)
+            if limit is None or self.mode is Mode.AUDIT:
+                return
+            length = flow.request.headers.get("content-length")
+            if length is None or not length.isdigit() or int(length) > limit:
+                ex = http_exchange(flow)
+                reason = (f"streamed: the body may exceed stream_large_bodies ({limit} bytes) and would "
+                          f"pass the proxy uninspected; refused before sending")
+                finding = Finding("telewarden.body.streamed", "body", reason, UNVERIFIABLE, Severity.HIGH)
+                verdict = Verdict(ex.id, Decision.BLOCKED, self.mode, findings=[finding], error=reason,
+                                  pack=self.engine._claim(ex.hosts).id)
+                self._record(verdict, ex, flow)
+                self._annotate(flow, verdict)
+                flow.kill()
+        except Exception as e:  # noqa: BLE001 - fail closed
+            if self.mode is not Mode.AUDIT:
+                log.error(f"telewarden: requestheaders failed ({type(e).__name__}); refusing the request")
+                flow.kill()
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or flow.error is not None:
+        if flow.response is not None or flow.error is not None or not flow.live:
             return
         ex = None
         try:

@@ -17,7 +17,9 @@ from .model import Mode
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="start the proxy (mitmdump + telewarden)",
                        description=__doc__.splitlines()[0] + " Unknown arguments go to mitmdump.")
-    p.add_argument("--mode", dest="tw_mode", choices=[m.value for m in Mode], default="scrub")
+    p.add_argument("--mode", dest="modes", action="append", default=[], metavar="MODE",
+                   help="audit, scrub (default) or block; any other value is a mitmproxy mode "
+                        "(e.g. reverse:https://telemetry.hasura.io/) and goes to mitmdump")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
                    help="rule pack file or folder (repeatable)")
     p.add_argument("--no-bundled", action="store_true", help="do not load the bundled packs")
@@ -26,6 +28,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--listen-host", default="127.0.0.1")
     p.add_argument("--listen-port", type=int, default=8080)
     p.set_defaults(func=cmd_run, passthrough=True)
+
+
+def split_modes(modes: list[str]) -> tuple[str, list[str]]:
+    """--mode serves both: telewarden's enforcement mode and mitmproxy's proxy modes."""
+    ours = [m for m in modes if m in {x.value for x in Mode}]
+    if len(ours) > 1:
+        raise SystemExit(f"telewarden run: give one of audit/scrub/block, not {', '.join(ours)}")
+    theirs = [a for m in modes if m not in ours for a in ("--mode", m)]
+    return (ours[0] if ours else Mode.SCRUB.value), theirs
 
 
 def mitmdump_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
@@ -52,7 +63,8 @@ def confdir(extra: list[str]) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     from mitmproxy.tools.main import mitmdump  # noqa: PLC0415
 
-    extra = list(getattr(args, "extra", []))
+    args.tw_mode, proxy_modes = split_modes(args.modes)
+    extra = proxy_modes + list(getattr(args, "extra", []))
     ca = confdir(extra) / "mitmproxy-ca-cert.pem"
     print(f"telewarden: {args.tw_mode} mode, proxy on {args.listen_host}:{args.listen_port}, audit in {args.audit}/",
           file=sys.stderr)

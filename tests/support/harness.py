@@ -1,0 +1,264 @@
+"""Integration harness: a real upstream posing as telemetry.hasura.io, real proxies, real clients.
+
+- Upstream: aiohttp on 127.0.0.1 (TLS with a self-signed certificate for telemetry.hasura.io, and
+  plain HTTP), in a thread of the test process; it records every request and WebSocket frame.
+- Proxy: a real `telewarden run` (or `mitmdump -s addon.py`) process, plus redirect_addon.py that
+  sends the vendor's host to that upstream, trusting its certificate.
+- Clients: curl, httpx (HTTP/1.1 and HTTP/2) and websockets, trusting the mitmproxy CA.
+Only loopback addresses are ever contacted; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+HOST = "telemetry.hasura.io"
+SUPPORT = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_upstream_cert(folder: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST), x509.DNSName("other.test"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_pem, key_pem = folder / "upstream-cert.pem", folder / "upstream-key.pem"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return cert_pem, key_pem
+
+
+@dataclass
+class Received:
+    kind: str  # "http" or "ws"
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    is_text: bool = True
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Upstream:
+    folder: Path
+    received: list[Received] = field(default_factory=list)
+    tls_port: int = 0
+    plain_port: int = 0
+    delay: float = 0.0  # seconds the HTTP handler waits before answering (slow upstream)
+
+    def __post_init__(self) -> None:
+        self.cert, self.key = make_upstream_cert(self.folder)
+        self._cond = threading.Condition()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def _note(self, r: Received) -> None:
+        with self._cond:
+            self.received.append(r)
+            self._cond.notify_all()
+
+    async def _http(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self._note(Received("http", request.method, request.path_qs, dict(request.headers), body))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return web.Response(status=200, text="ok")
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        self._note(Received("http", request.method, request.path_qs, dict(request.headers), b""))
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                data = msg.data.encode() if msg.type == WSMsgType.TEXT else msg.data
+                self._note(Received("ws", "WS", request.path, {}, data, msg.type == WSMsgType.TEXT))
+        return ws
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_route("GET", "/v1/ws", self._ws)
+        app.router.add_route("*", "/{tail:.*}", self._http)
+        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)  # record raw bytes
+        await self._runner.setup()
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.cert, self.key)
+        self.tls_port, self.plain_port = free_port(), free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", self.tls_port, ssl_context=ctx).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.plain_port).start()
+
+    def start(self) -> Upstream:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def clear(self) -> None:
+        with self._cond:
+            self.received.clear()
+
+    def frames(self) -> list[Received]:
+        with self._cond:
+            return [r for r in self.received if r.kind == "ws"]
+
+    def requests(self) -> list[Received]:
+        with self._cond:
+            return [r for r in self.received if r.kind == "http"]
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self.received), timeout)
+
+
+class Proxy:
+    """A real proxy process: `telewarden run` by default, or bare `mitmdump -s addon.py`."""
+
+    def __init__(self, folder: Path, upstream: Upstream, confdir: Path, mode: str = "scrub",
+                 extra: list[str] | None = None, via: str = "run", env: dict[str, str] | None = None) -> None:
+        self.folder, self.upstream, self.confdir, self.mode = folder, upstream, confdir, mode
+        self.port = free_port()
+        self.audit = folder / "audit"
+        self.extra = extra or []
+        self.via = via
+        self.env = env or {}
+        self.log = folder / "proxy.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def ca(self) -> Path:
+        return self.confdir / "mitmproxy-ca-cert.pem"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        common = ["-s", str(SUPPORT / "redirect_addon.py"), "--set", f"confdir={self.confdir}",
+                  "--set", f"ssl_verify_upstream_trusted_ca={self.upstream.cert}"]
+        if self.via == "run":
+            return [str(BIN / "telewarden"), "run", "--mode", self.mode, "--audit", str(self.audit),
+                    "--listen-port", str(self.port), *common, *self.extra]
+        from telewarden import addon
+
+        return [str(BIN / "mitmdump"), "-s", addon.__file__, "--listen-host", "127.0.0.1",
+                "--listen-port", str(self.port), "--set", f"telewarden_mode={self.mode}",
+                "--set", f"telewarden_audit={self.audit}", *common, *self.extra]
+
+    def start(self, wait: bool = True) -> Proxy:
+        env = {**os.environ, "TELEWARDEN_TEST_UPSTREAM_PORT": str(self.upstream.tls_port),
+               "TELEWARDEN_TEST_UPSTREAM_PLAIN_PORT": str(self.upstream.plain_port),
+               "TELEWARDEN_AUDIT_KEY": "integration-test-key", **self.env}
+        env.pop("HTTPS_PROXY", None), env.pop("HTTP_PROXY", None)
+        self._logf = self.log.open("ab")
+        self.proc = subprocess.Popen(self.argv(), stdout=self._logf, stderr=subprocess.STDOUT, env=env,
+                                     cwd=self.folder, start_new_session=True)
+        if wait:
+            self.wait_listening()
+        return self
+
+    def wait_listening(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"proxy exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"proxy did not listen within {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._logf.close()
+        return self.proc.returncode if self.proc else None
+
+    def records(self) -> list[dict]:
+        path = self.audit / "audit.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def decisions(self) -> list[dict]:
+        return [r for r in self.records() if "decision" in r]
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def curl(self, body: bytes, *, url: str = f"https://{HOST}/v1/http", headers: list[str] | None = None,
+             method: str = "POST", extra: list[str] | None = None) -> tuple[int, bytes]:
+        """curl through the proxy; returns (status, response body)."""
+        cmd = ["curl", "-sS", "--noproxy", "", "-x", self.url, "--cacert", str(self.ca), "-X", method,
+               "--max-time", "20", "-o", "-", "-w", "\n%{http_code}",
+               "-H", "Content-Type: application/json", "-H", "User-Agent: Go-http-client/1.1"]
+        for h in headers or []:
+            cmd += ["-H", h]
+        cmd += (extra or [])
+        if body:
+            cmd += ["--data-binary", "@-"]
+        cmd.append(url)
+        out = subprocess.run(cmd, input=body, capture_output=True, timeout=30)
+        if out.returncode != 0:
+            raise RuntimeError(f"curl failed ({out.returncode}): {out.stderr.decode()}")
+        text, _, code = out.stdout.rpartition(b"\n")
+        return int(code), text
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+def ensure_ca(confdir: Path) -> None:
+    """Create the mitmproxy CA once, before proxies start in parallel."""
+    from mitmproxy.certs import CertStore
+
+    confdir.mkdir(parents=True, exist_ok=True)
+    CertStore.from_store(str(confdir), "mitmproxy", 2048)
+
+
+def have_curl() -> bool:
+    return shutil.which("curl") is not None

@@ -100,6 +100,12 @@ class Telewarden:
         self.block_status = opts.telewarden_block_status
         log.info(f"telewarden: mode={mode.value}, packs={', '.join(p.id for p in packs)}, audit={trail.folder}")
 
+    def running(self) -> None:
+        # An option that mitmproxy could not apply (e.g. a script option given twice) leaves the
+        # addon unconfigured without an OptionsError; an error now makes mitmdump exit at startup.
+        if self.engine is None:
+            log.error("telewarden: not configured (see the option errors above); refusing to run")
+
     def done(self) -> None:
         if self.trail is not None:
             self.trail.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
@@ -29,6 +30,7 @@ from . import render
 JSONL, HUMAN, KEYFILE = "audit.jsonl", "audit.log", "audit.key"
 GENESIS = "0" * 64
 _ROTATED = re.compile(r"^audit\.jsonl\.(\d{6})$")
+log = logging.getLogger("telewarden")
 
 
 class AuditError(Exception):
@@ -124,21 +126,28 @@ class AuditTrail:
         return (json.dumps(rec, separators=(",", ":")) + "\n").encode()
 
     def write(self, rec: dict[str, Any]) -> None:
-        """Append one record to both views. Raises AuditError if it could not be written."""
+        """Append one record. Raises AuditError if the JSONL record (the authoritative one) could not
+        be written whole; a short write is cut back so that no torn line stays mid-file. A failure of
+        the human view alone is logged loudly but does not stop traffic."""
         with self._lock:
             seq, prev = self._seq, self._prev
             line = self._chain(rec)
             try:
                 if self._size + len(line) > self.max_bytes and self._size > 0:
                     self._rotate()
-                if os.write(self._jsonl, line) != len(line):
-                    raise OSError(28, "short write")
+                written = os.write(self._jsonl, line)
+                if written != len(line):
+                    os.ftruncate(self._jsonl, self._size)
+                    raise OSError(28, "short write (no space left?)")
                 self._size += len(line)
-                os.write(self._human, (render.block(rec) + "\n\n").encode())
             except OSError as e:
                 self._seq, self._prev = seq, prev  # the record is not in the chain
                 raise AuditError(f"cannot write the audit trail in {self.folder}: {e.strerror or e}") from None
             self.records += 1
+            try:
+                os.write(self._human, (render.block(rec) + "\n\n").encode())
+            except OSError as e:
+                log.error(f"telewarden: cannot write {self.folder / HUMAN}: {e.strerror} (audit.jsonl has the record)")
 
     def _rotate(self) -> None:
         os.close(self._jsonl)
@@ -200,7 +209,7 @@ def verify(path: Path) -> tuple[int, str]:
             if record_hash(rec) != rhash:
                 return 1, f"TAMPERED: record seq {rseq} ({where}) was edited: its hash does not match its content"
             if seq is not None and rseq != seq + 1:
-                what = "removed" if rseq > seq + 1 else "reordered or inserted"
+                what = "removed, or a later record moved here" if rseq > seq + 1 else "reordered or inserted"
                 return 1, f"TAMPERED: at {where} seq goes from {seq} to {rseq}: records {what}"
             if prev is not None and rprev != prev:
                 return 1, f"TAMPERED: record seq {rseq} ({where}) does not follow the previous record (edited, removed or inserted before it)"

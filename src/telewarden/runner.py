@@ -39,16 +39,30 @@ def split_modes(modes: list[str]) -> tuple[str, list[str]]:
     return (ours[0] if ours else Mode.SCRUB.value), theirs
 
 
+def _user_sets(extra: list[str]) -> set[str]:
+    """Option names the user set with --set NAME=VALUE among the pass-through arguments."""
+    names = set()
+    for i, a in enumerate(extra):
+        value = a[len("--set="):] if a.startswith("--set=") else (extra[i + 1] if a == "--set" and i + 1 < len(extra) else None)
+        if value and "=" in value:
+            names.add(value.split("=", 1)[0])
+    return names
+
+
 def mitmdump_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
-    argv = ["-s", str(Path(addon.__file__).resolve()),
-            "--listen-host", args.listen_host, "--listen-port", str(args.listen_port),
-            "--set", f"telewarden_mode={args.tw_mode}", "--set", f"telewarden_audit={args.audit}"]
-    for r in args.rules:
-        argv += ["--set", f"telewarden_rules={Path(r).resolve()}"]
-    for a in args.allow:
-        argv += ["--set", f"telewarden_allow={a}"]
+    # mitmproxy refuses a script option given twice ("multiple values") and then never configures
+    # the addon, so an option the user sets with --set wins and we do not set it again.
+    user = _user_sets(extra)
+    ours = [("telewarden_mode", args.tw_mode), ("telewarden_audit", args.audit)]
+    ours += [("telewarden_rules", str(Path(r).resolve())) for r in args.rules]
+    ours += [("telewarden_allow", a) for a in args.allow]
     if args.no_bundled:
-        argv += ["--set", "telewarden_bundled=false"]
+        ours.append(("telewarden_bundled", "false"))
+    argv = ["-s", str(Path(addon.__file__).resolve()), "--listen-host", args.listen_host,
+            "--listen-port", str(args.listen_port)]
+    for name, value in ours:
+        if name not in user:
+            argv += ["--set", f"{name}={value}"]
     return argv + extra
 
 

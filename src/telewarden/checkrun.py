@@ -124,6 +124,17 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         print(f"telewarden check: {e}", file=sys.stderr)
         return EXIT_ERROR
     engine = load_engine(args, waivers)
+    expect = args.expect_no_telemetry
+    if expect not in (None, "*") and expect not in {p.id for p in engine.packs}:
+        if Path(expect).exists():  # `--expect-no-telemetry flows.mitm`: the value was a path
+            args.paths.insert(0, Path(expect))
+            args.expect_no_telemetry = "*"
+        else:
+            print(f"telewarden check: --expect-no-telemetry: no pack {expect!r} is loaded", file=sys.stderr)
+            return EXIT_ERROR
+    if not args.paths:
+        print("telewarden check: give at least one PATH (a .mitm/.flow or .har file)", file=sys.stderr)
+        return EXIT_ERROR
     mode = Mode(args.mode)
     progress = Progress(args.progress)
     exporter = Exporter(args.export) if args.export else None

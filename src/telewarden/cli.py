@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="inspect recorded flows (.mitm/.flow, HAR)",
                            description="Inspect every message to a pack's endpoints in recorded flows.")
-    check.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    check.add_argument("paths", nargs="*", type=Path, metavar="PATH")
     _packs_args(check)
     check.add_argument("--mode", choices=[m.value for m in Mode], default="scrub",
                        help="judge as this mode would (default: scrub, which shows the repairs)")
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--allow", action="append", default=[], metavar="RULE=REASON",
                        help="waive a rule (glob allowed); the reason shows in every report")
     check.add_argument("--expect-no-telemetry", nargs="?", const="*", metavar="PACK",
-                       help="fail if any message reached a pack's endpoints (any pack, or PACK)")
+                       help="fail if any message reached a pack's endpoints (any pack, or PACK; "
+                            "write --expect-no-telemetry=PACK when a path follows)")
     check.add_argument("--junit", type=Path, metavar="FILE", help="also write a JUnit XML report")
     check.add_argument("--export", type=Path, metavar="FILE",
                        help="write the flows with scrubbed bodies (.har for HAR, else mitm flows)")

@@ -239,6 +239,20 @@ def test_reverse_mode_for_clients_that_ignore_proxy_settings(start_proxy, upstre
     assert json.loads(got)["data"]["command"] == "hasura migrate apply"
 
 
+def test_plain_http_reverse_mode_is_judged_by_its_configured_target(start_proxy, upstream):
+    # mitmproxy rewrites Host to the address it connected to and plain HTTP has no SNI: only the
+    # reverse-mode target still names the vendor.
+    import subprocess
+
+    proxy = start_proxy("block", ["--mode", f"reverse:http://{HOST}:80/"])
+    case = next(c for c in HTTP_BAD if c["name"] == "cli-flag-names-v2.1")
+    upstream.clear()
+    out = subprocess.run(["curl", "-sS", "--noproxy", "", "-H", "Content-Type: application/json",
+                          "--data-binary", "@-", "-w", "%{http_code}", "-o", "/dev/null",
+                          f"http://127.0.0.1:{proxy.port}/v1/http"], input=body_of(case), capture_output=True, timeout=30)
+    assert out.stdout == b"403" and arrived(upstream) == []
+
+
 def test_a_body_that_would_be_streamed_is_refused_before_anything_is_sent(start_proxy, upstream):
     proxy = start_proxy("scrub", ["--set", "stream_large_bodies=100"])
     case = next(c for c in HTTP_BAD if c["name"] == "cli-flag-names-v2.1")

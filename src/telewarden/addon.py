@@ -43,6 +43,7 @@ class Telewarden:
         self.trail: AuditTrail | None = None
         self.mode = Mode.SCRUB
         self.block_status = 403
+        self.stream_limit: int | None = None  # stream_large_bodies, parsed once in configure
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -67,6 +68,8 @@ class Telewarden:
                           "HTTP status of the response a blocked request gets.")
 
     def configure(self, updated: set[str]) -> None:
+        if "stream_large_bodies" in updated:
+            self.stream_limit = human.parse_size(ctx.options.stream_large_bodies)
         if not updated.intersection(_OPTIONS):
             return
         opts = ctx.options
@@ -124,7 +127,7 @@ class Telewarden:
             if self.engine is None or not self._claimed(flow):
                 return
             flow.request.stream = False
-            limit = human.parse_size(ctx.options.stream_large_bodies)
+            limit = self.stream_limit
             if limit is None or self.mode is Mode.AUDIT:
                 return
             length = flow.request.headers.get("content-length")

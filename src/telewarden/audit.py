@@ -55,9 +55,18 @@ def load_or_create_key(folder: Path) -> bytes:
     return key
 
 
+def _dumps(rec: dict[str, Any]) -> str:
+    return json.dumps(rec, separators=(",", ":"))
+
+
 def record_hash(rec: dict[str, Any]) -> str:
+    """SHA-256 of the record without `hash`, serialised as it is written (compact, keys in order).
+
+    json.loads keeps key order and json.dumps(json.loads(x)) == x for these records, so a reader
+    recomputes exactly what the writer hashed, and the writer serialises each record only once.
+    """
     body = {k: v for k, v in rec.items() if k != "hash"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(_dumps(body).encode()).hexdigest()
 
 
 def chain_files(folder: Path) -> list[Path]:
@@ -120,10 +129,10 @@ class AuditTrail:
 
     def _chain(self, rec: dict[str, Any]) -> bytes:
         self._seq += 1
-        rec = {"seq": self._seq, **rec, "prev": self._prev}
-        rec["hash"] = record_hash(rec)
-        self._prev = rec["hash"]
-        return (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+        body = _dumps({"seq": self._seq, **rec, "prev": self._prev})
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        self._prev = digest
+        return f'{body[:-1]},"hash":"{digest}"}}\n'.encode()
 
     def write(self, rec: dict[str, Any]) -> None:
         """Append one record. Raises AuditError if the JSONL record (the authoritative one) could not

@@ -184,7 +184,8 @@ class Engine:
                       Severity.HIGH, None, unrepairable=True)
             return doc
         verdict.kind = kind.id
-        if not kind.validator.is_valid(doc):
+        valid = kind.validator.is_valid(doc)
+        if not valid:
             self._schema_findings(pack, kind, doc, work)
         for rule, pointer, wild in kind.checks:
             if wild:
@@ -195,7 +196,9 @@ class Engine:
                 value = _get(doc, pointer, _MISSING)
                 if value is not _MISSING and (problem := rule.check(value)):
                     self._rule_finding(work, pack, rule, format_pointer(pointer), value, problem, pointer)
-        self._walk(pack, doc, (), kind.owned, work)
+        # A valid message can hold free strings only where the schema allows them; an invalid one
+        # may hide anything anywhere, so it gets the full walk.
+        self._walk(pack, doc, (), kind.owned, work, kind.scan if valid else True)
         return doc
 
     def _kind(self, pack: Pack, endpoint_id: str | None, doc: Any) -> Kind | None:
@@ -225,8 +228,8 @@ class Engine:
                           f"fails {keyword!r} of the {kind.id} schema ({'/'.join(map(str, err.schema_path))})",
                           pack.generic_promise, Severity.HIGH, None, unrepairable=True)
 
-    def _walk(self, pack: Pack, value: Any, path: tuple, owned: dict | None, work: _Work) -> None:
-        """Run the detectors on every string that no rule owns."""
+    def _walk(self, pack: Pack, value: Any, path: tuple, owned: dict | None, work: _Work, plan: Any = True) -> None:
+        """Run the detectors on every string that no rule owns, where the plan says one may be."""
         t = type(value)
         if t is str:
             if pack.detectors.first(value):
@@ -240,16 +243,20 @@ class Engine:
             for k, v in value.items():
                 tv = type(v)
                 if tv is str or tv is dict or tv is list:
+                    sub_plan = plan if plan is True else plan.get(k) or plan.get("*")
+                    if sub_plan is None:
+                        continue  # the schema fixes everything here: no free string
                     sub = (owned.get(k) or owned.get("*")) if owned else None
                     if sub is None or None not in sub:  # None marks a pointer a rule judges
-                        self._walk(pack, v, (*path, k), sub, work)
+                        self._walk(pack, v, (*path, k), sub, work, sub_plan)
         elif t is list:
+            sub_plan = plan if plan is True else plan.get("*")
             sub = owned.get("*") if owned else None
-            if sub is None or None not in sub:
+            if sub_plan is not None and (sub is None or None not in sub):
                 for i, v in enumerate(value):
                     tv = type(v)
                     if tv is str or tv is dict or tv is list:
-                        self._walk(pack, v, (*path, i), sub, work)
+                        self._walk(pack, v, (*path, i), sub, work, sub_plan)
 
     def _scrub(self, pack: Pack, ex: Exchange, verdict: Verdict, work: _Work, doc: Any) -> None:
         body = ex.body

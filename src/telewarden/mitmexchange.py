@@ -8,6 +8,7 @@ import posixpath
 from urllib.parse import unquote
 
 from mitmproxy import http
+from mitmproxy.proxy import mode_specs
 
 from .model import Exchange, Repaired, Transport
 
@@ -37,10 +38,14 @@ def normalize_path(raw: str) -> tuple[str, str]:
 
 
 def candidate_hosts(flow: http.HTTPFlow) -> tuple[str, ...]:
-    """Every name this request could be going to: request target, Host/:authority, TLS SNI."""
+    """Every name this request could be going to: request target, Host/:authority, TLS SNI, and
+    in reverse mode the configured target (mitmproxy may have replaced the Host header and the
+    request host with the address it connected to, and plain HTTP has no SNI)."""
     req = flow.request
+    mode = flow.client_conn.proxy_mode
+    reverse = mode.address[0] if isinstance(mode, mode_specs.ReverseMode) else None
     names = (req.host, req.authority, req.headers.get("host"), flow.client_conn.sni,
-             getattr(flow.server_conn, "sni", None))
+             getattr(flow.server_conn, "sni", None), reverse)
     out: list[str] = []
     for n in names:
         h = normalize_host(n)

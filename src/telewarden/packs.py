@@ -19,6 +19,7 @@ import jsonschema
 import jsonschema_rs
 import yaml
 
+from . import schemaplan
 from .detectors import DETECTOR_PATTERNS, DetectorSet
 from .model import Severity, Transport
 from .routes import RouteError, RouteSet
@@ -86,10 +87,12 @@ class Kind:
     has: tuple[Pointer, ...]
     validator: Any  # jsonschema_rs validator
     schema_file: str
+    schema: dict = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
-    # (rule, pointer, has a `*`) for every pointer of every rule of this kind, in rule order
+    # (rule, pointer, has a `*`) for every pointer of every rule that can exist in this kind
     checks: list[tuple[Rule, Pointer, bool]] = field(default_factory=list)
     owned: dict = field(default_factory=dict)  # trie of pointers whose strings rules judge
+    scan: Any = True  # schemaplan.scan_plan: where a valid message can hold free strings
 
 
 @dataclass(slots=True)
@@ -221,7 +224,9 @@ class _Compiler:
         kinds = [self._kind(k, endpoint_ids) for k in d["kinds"]]
         for kind in kinds:
             kind.rules = [r for r in rules if r.pointers and (r.kinds is None or kind.id in r.kinds)]
-            kind.checks = [(r, p, "*" in p) for r in kind.rules for p in r.pointers]
+            kind.checks = [(r, p, "*" in p) for r in kind.rules for p in r.pointers
+                           if schemaplan.possible(kind.schema, p)]
+            kind.scan = schemaplan.scan_plan(kind.schema)
             for r in kind.rules:
                 for p in r.pointers:
                     node = kind.owned
@@ -266,7 +271,7 @@ class _Compiler:
         except ValueError as e:
             raise self.fail(where, str(e)) from None
         return Kind(id=k["id"], title=k.get("title", k["id"]), endpoints=frozenset(k["endpoints"]),
-                    when=when, has=has, validator=validator, schema_file=k["schema"])
+                    when=when, has=has, validator=validator, schema_file=k["schema"], schema=schema)
 
     def _rule(self, r: dict, promises: dict, routes: dict, kind_ids: set[str], endpoint_ids: set[str]) -> Rule:
         where = f"rule {r['id']!r}"

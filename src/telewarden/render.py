@@ -8,7 +8,7 @@ the same thing about a message.
 from __future__ import annotations
 
 import textwrap
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 from .model import Decision, Exchange, Verdict
@@ -17,7 +17,7 @@ from .model import Decision, Exchange, Verdict
 def record(verdict: Verdict, ex: Exchange, source: str | None = None) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "id": ex.id,
-        "time": datetime.fromtimestamp(ex.timestamp or 0, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": _iso(ex.timestamp),
         "decision": verdict.decision.value,
         "mode": verdict.mode.value,
         "pack": verdict.pack,
@@ -36,6 +36,12 @@ def record(verdict: Verdict, ex: Exchange, source: str | None = None) -> dict[st
     if verdict.error:
         rec["error"] = verdict.error
     return rec
+
+
+def _iso(ts: float) -> str:
+    """UTC ISO 8601 with milliseconds (cheaper than datetime on the per-message path)."""
+    ts = ts or 0.0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
 def _label(rec: dict[str, Any]) -> str:

@@ -100,6 +100,9 @@ class DetectorSet:
             patterns[name] = DETECTOR_PATTERNS[name]
         # A pack's own patterns can match anything, so they switch the prefilter off.
         self._prefilter = not extra
+        # Values seen clean before (User-Agent, Content-Type, enum-like strings repeat on every
+        # message). Only clean values are kept, so no value that tripped a detector stays in memory.
+        self._clean: dict[str, None] = {}
         patterns.update(extra or {})
         self.names = tuple(patterns)
         self._group_to_name = {f"d{i}": name for i, name in enumerate(patterns)}
@@ -124,11 +127,15 @@ class DetectorSet:
 
     def first(self, text: str) -> Hit | None:
         """Cheap check used on the clean path: most strings have no hit at all."""
-        if self._regex is None:
+        if self._regex is None or text in self._clean:
             return None
         if self._prefilter and not _may_hit(text):
             return None
         if self._regex.search(text) is None:
+            if len(text) <= 256:
+                if len(self._clean) >= 4096:
+                    self._clean.clear()
+                self._clean[text] = None
             return None
         hits = self.scan(text)
         return hits[0] if hits else None

@@ -117,7 +117,8 @@ def _failed(rec: dict[str, Any]) -> bool:
     return any("waived" not in f for f in rec["findings"]) or rec.get("unexpected_telemetry", False)
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out if out is not None else sys.stdout
     try:
         waivers = parse_waivers(args.allow)
     except ValueError as e:

@@ -247,3 +247,9 @@ def test_numbers_in_exponent_form_are_accepted(engine, name):
     # aeson writes 1.0e-3; the wire may carry any JSON number form
     raw = json.dumps(PAYLOADS[name]).replace("0.004523", "4.523e-3").encode()
     assert inspect(engine, exchange(raw), "block").findings == []
+
+
+def test_nul_inside_a_string_is_a_finding(engine):
+    body = b'{"data":{"command":"hasura version\\u0000 --admin-secret x"},"topic":"cli"}'
+    v = inspect(engine, exchange(body), "scrub")
+    assert [f.rule for f in v.findings] == ["telewarden.body.nul-in-string"] and v.decision is Decision.BLOCKED

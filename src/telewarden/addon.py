@@ -151,7 +151,7 @@ class Telewarden:
             return
         ex = None
         try:
-            ex = http_exchange(flow)
+            ex = http_exchange(flow, self.engine.limits.max_body if self.engine else DEFAULT_MAX_BODY)
             verdict = self._inspect(ex)
             if verdict.decision is Decision.PASSED_THROUGH:
                 return

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     judged = flagged = nfindings = passed = unexpected = 0
     try:
         for path in args.paths:
-            for rec in read(path):
+            for rec in read(path, args.max_body):
                 progress.tick()
                 verdict = engine.inspect(rec.exchange, mode)
                 if exporter:

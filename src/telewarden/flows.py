@@ -17,6 +17,7 @@ from mitmproxy import exceptions, http, io
 from mitmproxy.io.har import request_to_flow
 
 from .mitmexchange import http_exchange, websocket_exchange
+from .engine import DEFAULT_MAX_BODY
 from .model import Exchange
 
 
@@ -38,28 +39,28 @@ def is_har(path: Path) -> bool:
     return head.startswith(b"{")
 
 
-def read(path: Path) -> Iterator[Recorded]:
+def read(path: Path, max_body: int = DEFAULT_MAX_BODY) -> Iterator[Recorded]:
     """Yield every client->server message in a recording; raise InputError on a corrupt file."""
     try:
         har = is_har(path)
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror}") from None
-    yield from (_read_har(path) if har else _read_flows(path))
+    yield from (_read_har(path, max_body) if har else _read_flows(path, max_body))
 
 
-def _read_flows(path: Path) -> Iterator[Recorded]:
+def _read_flows(path: Path, max_body: int) -> Iterator[Recorded]:
     try:
         with path.open("rb") as f:
             for i, flow in enumerate(io.FlowReader(f).stream()):
                 if isinstance(flow, http.HTTPFlow):
-                    yield from _messages(f"{path.name}#{i}", flow)
+                    yield from _messages(f"{path.name}#{i}", flow, max_body)
     except exceptions.FlowReadException as e:
         raise InputError(f"{path}: not a readable mitmproxy flow file or HAR ({e})") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror}") from None
 
 
-def _read_har(path: Path) -> Iterator[Recorded]:
+def _read_har(path: Path, max_body: int) -> Iterator[Recorded]:
     try:
         entries = json.loads(path.read_bytes().decode("utf-8-sig"))["log"]["entries"]
         if not isinstance(entries, list):
@@ -73,7 +74,7 @@ def _read_har(path: Path) -> Iterator[Recorded]:
             flow = request_to_flow(entry)
         except Exception as e:  # mitmproxy's converter raises whatever the entry provokes
             raise InputError(f"{path}: HAR entry {i} is malformed ({type(e).__name__}: {e})") from None
-        yield Recorded(f"{path.name}#{i}", flow, http_exchange(flow))
+        yield Recorded(f"{path.name}#{i}", flow, http_exchange(flow, max_body))
         for j, msg in enumerate(entry.get("_webSocketMessages") or []):
             if not isinstance(msg, dict) or msg.get("type") != "send":
                 continue
@@ -84,8 +85,8 @@ def _read_har(path: Path) -> Iterator[Recorded]:
             yield Recorded(f"{path.name}#{i}.ws{j}", flow, ex, j)
 
 
-def _messages(source: str, flow: http.HTTPFlow) -> Iterator[Recorded]:
-    yield Recorded(source, flow, http_exchange(flow))
+def _messages(source: str, flow: http.HTTPFlow, max_body: int) -> Iterator[Recorded]:
+    yield Recorded(source, flow, http_exchange(flow, max_body))
     if flow.websocket is not None:
         for j, msg in enumerate(flow.websocket.messages):
             if msg.from_client:

@@ -10,6 +10,8 @@ from urllib.parse import unquote
 from mitmproxy import http
 from mitmproxy.proxy import mode_specs
 
+from . import decoding
+from .engine import DEFAULT_MAX_BODY
 from .model import Exchange, Repaired, Transport
 
 
@@ -54,21 +56,29 @@ def candidate_hosts(flow: http.HTTPFlow) -> tuple[str, ...]:
     return tuple(out)
 
 
-def http_exchange(flow: http.HTTPFlow) -> Exchange:
+def http_exchange(flow: http.HTTPFlow, max_body: int = DEFAULT_MAX_BODY) -> Exchange:
+    """The request as the engine sees it. The body is decoded with a ceiling of max_body + 1 bytes
+    (a compression bomb is cut, and the engine then reports it as too large). Trailers are judged
+    like headers, as `trailer:NAME`."""
     req = flow.request
     problem = None
     body = b""
     if req.stream:
         problem = "streamed: the body was streamed past the proxy and could not be inspected"
     else:
+        encoding = req.headers.get("content-encoding", "")
+        raw = req.raw_content or b""
         try:
-            body = req.get_content(strict=True) or b""
-        except ValueError as e:
-            problem = f"bad-encoding: Content-Encoding {req.headers.get('content-encoding', '')!r} does not decode ({e})"
+            body = decoding.decode(raw, encoding, max_body) if encoding else raw
+        except decoding.DecodeError as e:
+            problem = f"bad-encoding: Content-Encoding {encoding!r} does not decode ({e})"
+    headers = tuple(req.headers.items(multi=True))
+    if req.trailers:
+        headers += tuple((f"trailer:{k}", v) for k, v in req.trailers.items(multi=True))
     path, query = normalize_path(req.path)
     return Exchange(
         transport=Transport.HTTP, method=req.method.upper(), hosts=candidate_hosts(flow),
-        port=req.port, path=path, query=query, headers=tuple(req.headers.items(multi=True)),
+        port=req.port, path=path, query=query, headers=headers,
         body=body, body_problem=problem, scheme=req.scheme, timestamp=req.timestamp_start or 0.0)
 
 
@@ -84,7 +94,11 @@ def websocket_exchange(flow: http.HTTPFlow, content: bytes, is_text: bool, times
 def apply_to_request(req: http.Request, repaired: Repaired) -> None:
     """Put a scrubbed request on the wire: re-encodes the body and fixes Content-Length."""
     for name in repaired.drop_headers:
-        del req.headers[name]
+        if name.startswith("trailer:"):
+            if req.trailers is not None:
+                del req.trailers[name[len("trailer:"):]]
+        else:
+            del req.headers[name]
     if repaired.clear_query:
         req.path = req.path.split("?", 1)[0]
     if repaired.body is not None:

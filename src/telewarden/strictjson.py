@@ -63,6 +63,8 @@ def loads(body: bytes, *, max_bytes: int, max_depth: int) -> Any:
     except RecursionError:
         raise StrictJSONError("too-deep", "nesting too deep to parse") from None
     if "\\u" in text or "\\U" in text:
+        if "\\u0000" in text:  # a C-string collector would stop reading the value here
+            raise StrictJSONError("nul-in-string", "a string holds a NUL character: parsers disagree where it ends")
         _reject_lone_surrogates(value)
     return value
 

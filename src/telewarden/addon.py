@@ -11,6 +11,7 @@ mode: it exists to observe.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.utils import human
 
 from telewarden.audit import AuditError, AuditTrail
@@ -44,6 +45,8 @@ class Telewarden:
         self.mode = Mode.SCRUB
         self.block_status = 403
         self.stream_limit: int | None = None  # stream_large_bodies, parsed once in configure
+        self._watched: dict[Path, tuple[int, int]] = {}  # pack and schema files -> (mtime, size)
+        self._watcher: asyncio.Task | None = None
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -66,12 +69,18 @@ class Telewarden:
                           "Waive a rule: RULE_ID=REASON (glob allowed). Waived findings are recorded, not enforced.")
         loader.add_option("telewarden_block_status", int, 403,
                           "HTTP status of the response a blocked request gets.")
+        loader.add_option("telewarden_reload_ms", int, 2000,
+                          "Milliseconds between checks of the rule pack and schema files for changes (0: never). "
+                          "A change reloads the packs; a broken pack keeps the last good ones in force.")
 
     def configure(self, updated: set[str]) -> None:
         if "stream_large_bodies" in updated:
             self.stream_limit = human.parse_size(ctx.options.stream_large_bodies)
         if not updated.intersection(_OPTIONS):
             return
+        self._configure(updated)
+
+    def _configure(self, updated: set[str]) -> None:
         opts = ctx.options
         try:
             mode = Mode(opts.telewarden_mode)
@@ -101,6 +110,7 @@ class Telewarden:
             self.trail.close()
         self.engine, self.trail, self.mode = engine, trail, mode
         self.block_status = opts.telewarden_block_status
+        self._watched = _stat_all({f for p in packs for f in p.files()})
         log.info(f"telewarden: mode={mode.value}, packs={', '.join(p.id for p in packs)}, audit={trail.folder}")
 
     def running(self) -> None:
@@ -108,8 +118,33 @@ class Telewarden:
         # addon unconfigured without an OptionsError; an error now makes mitmdump exit at startup.
         if self.engine is None:
             log.error("telewarden: not configured (see the option errors above); refusing to run")
+        elif self._watcher is None and ctx.options.telewarden_reload_ms > 0:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    @command.command("telewarden.reload")
+    def reload(self) -> None:
+        """Reload the rule packs now; on an error the last good configuration stays in force."""
+        try:
+            self._configure({"telewarden_rules"})
+            log.info("telewarden: rule packs reloaded")
+        except exceptions.OptionsError as e:
+            log.error(f"telewarden: reload failed, keeping the last good rule packs: {e}")
+
+    async def _watch(self) -> None:
+        """Poll the pack and schema files (off the request path) and reload when one changes."""
+        while True:
+            await asyncio.sleep(max(ctx.options.telewarden_reload_ms, 200) / 1000)
+            try:
+                now = _stat_all(set(self._watched))
+            except Exception:  # noqa: BLE001 - never let the watcher die
+                continue
+            if now != self._watched:
+                self._watched = now  # a broken edit is reported once, not every interval
+                self.reload()
 
     def done(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self.trail is not None:
             self.trail.close()
 
@@ -244,6 +279,17 @@ class Telewarden:
         worst = Decision(meta["decision"])
         if worst is not Decision.FORWARDED or meta["rules"]:
             flow.marked = _MARKS.get(worst, ":warning:")
+
+
+def _stat_all(paths: set[Path]) -> dict[Path, tuple[int, int]]:
+    out = {}
+    for p in paths:
+        try:
+            st = p.stat()
+            out[p] = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            out[p] = (-1, -1)  # removed: a change too
+    return out
 
 
 def _worst(decisions: list[str]) -> str:

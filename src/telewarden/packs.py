@@ -87,6 +87,7 @@ class Kind:
     has: tuple[Pointer, ...]
     validator: Any  # jsonschema_rs validator
     schema_file: str
+    schema_path: Path
     schema: dict = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
     # (rule, pointer, has a `*`) for every pointer of every rule that can exist in this kind
@@ -123,6 +124,10 @@ class Pack:
 
     def claims(self, host: str) -> bool:
         return host in self.hosts or any(host.endswith(s) for s in self.host_suffixes)
+
+    def files(self) -> set[Path]:
+        """The pack file and every schema it loaded: what a reload watches."""
+        return {Path(self.file), *(k.schema_path for k in self.kinds)}
 
     def endpoint_for(self, path: str) -> list[Endpoint]:
         return [e for e in self.endpoints if path in e.paths]
@@ -271,7 +276,8 @@ class _Compiler:
         except ValueError as e:
             raise self.fail(where, str(e)) from None
         return Kind(id=k["id"], title=k.get("title", k["id"]), endpoints=frozenset(k["endpoints"]),
-                    when=when, has=has, validator=validator, schema_file=k["schema"], schema=schema)
+                    when=when, has=has, validator=validator, schema_file=k["schema"], schema=schema,
+                    schema_path=schema_path)
 
     def _rule(self, r: dict, promises: dict, routes: dict, kind_ids: set[str], endpoint_ids: set[str]) -> Rule:
         where = f"rule {r['id']!r}"

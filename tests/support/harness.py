@@ -94,11 +94,16 @@ class Upstream:
             self.received.append(r)
             self._cond.notify_all()
 
-    async def _http(self, request: web.Request) -> web.Response:
+    async def _http(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self._note(Received("http", request.method, request.path_qs, dict(request.headers), body))
         if self.delay:
             await asyncio.sleep(self.delay)
+        if b"hasura migrate status" in body:  # a slow upstream, for this command only
+            await asyncio.sleep(2)
+        if b"hasura metadata reload" in body:  # an upstream that resets the connection
+            request.transport.abort()
+            raise ConnectionResetError
         return web.Response(status=200, text="ok")
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
@@ -234,8 +239,11 @@ class Proxy:
              method: str = "POST", extra: list[str] | None = None) -> tuple[int, bytes]:
         """curl through the proxy; returns (status, response body)."""
         cmd = ["curl", "-sS", "--noproxy", "", "-x", self.url, "--cacert", str(self.ca), "-X", method,
-               "--max-time", "20", "-o", "-", "-w", "\n%{http_code}",
-               "-H", "Content-Type: application/json", "-H", "User-Agent: Go-http-client/1.1"]
+               "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"]
+        given = [a.split(":", 1)[0].lower() for a in [*(headers or []), *(extra or [])] if ":" in a]
+        for default in ("Content-Type: application/json", "User-Agent: Go-http-client/1.1"):
+            if default.split(":", 1)[0].lower() not in given:  # a case's own header wins
+                cmd += ["-H", default]
         for h in headers or []:
             cmd += ["-H", h]
         cmd += (extra or [])

@@ -37,12 +37,12 @@ def cli(**data) -> bytes:
 
 def case_outcome(name, category, mode, proxy, upstream, status, rules, engine, note=""):
     """Check the four promises and remember the outcome for the table."""
-    bodies = [r.body for r in upstream.requests() if r.path.startswith("/v1/")] + [r.body for r in upstream.frames()]
-    for b in bodies:  # whatever arrived must pass every check
+    arrivals = [("http", r.body) for r in upstream.requests() if r.method == "POST"]
+    arrivals += [("websocket", r.body) for r in upstream.frames() if r.body != SENTINEL]
+    for transport, b in arrivals:  # whatever arrived must pass every check
         raw = gzip.decompress(b) if b[:2] == b"\x1f\x8b" else b
-        transport = "websocket" if b in [f.body for f in upstream.frames()] else "http"
-        if raw:
-            assert engine.inspect(exchange(raw, transport), "block").findings == [], (name, raw[:200])
+        assert engine.inspect(exchange(raw, transport), "block").findings == [], (name, raw[:200])
+    bodies = [b for _, b in arrivals]
     recs = proxy.decisions()
     got_rules = sorted({f["rule"] for r in recs[-3:] for f in r["findings"]})
     for rule in rules:

@@ -253,3 +253,14 @@ def test_nul_inside_a_string_is_a_finding(engine):
     body = b'{"data":{"command":"hasura version\\u0000 --admin-secret x"},"topic":"cli"}'
     v = inspect(engine, exchange(body), "scrub")
     assert [f.rule for f in v.findings] == ["telewarden.body.nul-in-string"] and v.decision is Decision.BLOCKED
+
+
+@pytest.mark.parametrize("mode", ["audit", "scrub", "block"])
+def test_verdict_carries_the_mode_and_the_name_that_matched(engine, mode):
+    from telewarden import render
+    ex = exchange(PAYLOADS["cli-v1.3"])
+    ex.hosts = ("127.0.0.1", "telemetry.hasura.io")  # connected address first, name second
+    v = inspect(engine, ex, mode)
+    assert v.mode.value == mode and v.host == "telemetry.hasura.io"
+    rec = render.record(v, ex)
+    assert rec["mode"] == mode and rec["destination"] == "https://telemetry.hasura.io:443/v1/http"

@@ -26,7 +26,9 @@ def _packs_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="telewarden", description=__doc__.splitlines()[0])
+    # No abbreviations: `run` passes unknown arguments to mitmdump, and a mitmdump flag must never
+    # be taken for a prefix of one of ours.
+    parser = argparse.ArgumentParser(prog="telewarden", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"telewarden {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -78,6 +78,8 @@ class Engine:
         if pack is None:
             return Verdict(ex.id, Decision.PASSED_THROUGH, mode, size_in=len(ex.body), size_out=len(ex.body))
         verdict, work, doc = self._judge(pack, ex)
+        verdict.mode = mode
+        verdict.host = next((h for h in ex.hosts if pack.claims(h)), None)
         if work.findings and mode is not Mode.AUDIT:
             active = [f for f in work.findings if f.waived is None]
             if not active:

@@ -102,6 +102,7 @@ class Verdict:
     decision: Decision
     mode: Mode
     pack: str | None = None
+    host: str | None = None  # the name that matched the pack (the addresses may be IPs)
     endpoint: str | None = None
     kind: str | None = None
     findings: list[Finding] = field(default_factory=list)

@@ -25,7 +25,7 @@ def record(verdict: Verdict, ex: Exchange, source: str | None = None) -> dict[st
         "kind": verdict.kind,
         "transport": ex.transport.value,
         "method": ex.method,
-        "destination": ex.destination,
+        "destination": _destination(verdict, ex),
         "findings": [f.to_dict() for f in verdict.findings],
         "size_in": verdict.size_in,
         "size_out": verdict.size_out,
@@ -36,6 +36,12 @@ def record(verdict: Verdict, ex: Exchange, source: str | None = None) -> dict[st
     if verdict.error:
         rec["error"] = verdict.error
     return rec
+
+
+def _destination(verdict: Verdict, ex: Exchange) -> str:
+    """scheme://name:port/path, naming the host that matched the pack rather than an address."""
+    host = verdict.host or (ex.hosts[0] if ex.hosts else "?")
+    return f"{ex.scheme}://{host}:{ex.port}{ex.path}"
 
 
 def _iso(ts: float) -> str:

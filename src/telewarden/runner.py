@@ -15,7 +15,7 @@ from .model import Mode
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="start the proxy (mitmdump + telewarden)",
+    p = sub.add_parser("run", help="start the proxy (mitmdump + telewarden)", allow_abbrev=False,
                        description=__doc__.splitlines()[0] + " Unknown arguments go to mitmdump.")
     p.add_argument("--mode", dest="modes", action="append", default=[], metavar="MODE",
                    help="audit, scrub (default) or block; any other value is a mitmproxy mode "

@@ -47,24 +47,34 @@ def rss_mb(pid: int) -> float:
 
 async def paced_connection(port: int, tls: ssl.SSLContext, payloads: list[bytes], interval: float,
                            deadline: float, stats: dict, offset: int) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname=HOST)
+    """Keep-alive POSTs at a fixed pace; a dropped connection is counted and reopened."""
     i, next_t = offset, time.perf_counter()
-    try:
-        while time.perf_counter() < deadline:
-            body = payloads[i % len(payloads)]
-            i += 1
-            writer.write((f"POST /v1/http HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
-                          f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
-            stats["sent"] += 1
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")), 0)
-            await reader.readexactly(length)
-            stats["answered"] += 1
-            stats[head[9:12].decode()] = stats.get(head[9:12].decode(), 0) + 1
-            next_t += interval
-            await asyncio.sleep(max(0.0, next_t - time.perf_counter()))
-    finally:
-        writer.close()
+    while time.perf_counter() < deadline:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname=HOST)
+        except OSError:
+            stats["connect_errors"] += 1
+            await asyncio.sleep(0.5)
+            continue
+        try:
+            while time.perf_counter() < deadline:
+                body = payloads[i % len(payloads)]
+                i += 1
+                writer.write((f"POST /v1/http HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+                              f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+                stats["sent"] += 1
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n")
+                               if h.lower().startswith(b"content-length")), 0)
+                await reader.readexactly(length)
+                stats["answered"] += 1
+                stats[head[9:12].decode()] = stats.get(head[9:12].decode(), 0) + 1
+                next_t += interval
+                await asyncio.sleep(max(0.0, next_t - time.perf_counter()))
+        except (OSError, asyncio.IncompleteReadError):
+            stats["dropped_connections"] += 1
+        finally:
+            writer.close()
 
 
 async def websocket_client(port: int, tls: ssl.SSLContext, deadline: float, stats: dict) -> None:
@@ -93,7 +103,7 @@ async def sampler(pid: int, deadline: float, samples: list) -> None:
 
 async def run_load(port, tls, pid, seconds, rate, connections):
     payloads = bodies()
-    stats = {"sent": 0, "answered": 0, "ws_frames": 0}
+    stats = {"sent": 0, "answered": 0, "ws_frames": 0, "connect_errors": 0, "dropped_connections": 0}
     samples: list = []
     deadline = time.perf_counter() + seconds
     interval = connections / rate
@@ -152,7 +162,8 @@ def main() -> None:
           f"({', '.join(f'{k}: {v:,}' for k, v in stats.items() if k.isdigit())}); WebSocket frames sent {stats['ws_frames']:,}")
     print(f"audit records: {len(http_recs):,} HTTP + {len(ws_recs):,} WebSocket; decisions: "
           + ", ".join(f"{d} {sum(1 for r in decisions if r['decision'] == d):,}" for d in ("forwarded", "scrubbed", "blocked")))
-    print(f"unaudited HTTP messages: {stats['answered'] - len(http_recs)} (answered minus audited)")
+    print(f"unaudited HTTP messages: {stats['answered'] - len(http_recs)} (answered minus audited); "
+          f"dropped connections {stats['dropped_connections']}, connect errors {stats['connect_errors']}")
     print(f"upstream received {counts['received']:,} HTTP bodies (audit says {forwarded:,} forwarded or scrubbed) "
           f"and {counts['frames']:,} WebSocket frames; violations among them: {counts['violating']} "
           f"{counts['violating_rules'] or ''}")

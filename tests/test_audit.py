@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 from pathlib import Path
 
 import httpx
@@ -289,23 +288,8 @@ def test_records_equal_messages_under_concurrent_load(start_proxy, upstream):
 def test_kill_9_mid_load_leaves_at_most_a_torn_line_and_the_chain_goes_on(start_proxy, upstream):
     proxy = start_proxy("scrub")
     body = strictjson.dumps(PAYLOADS["cli-v1.3"])
-    stop = threading.Event()
-    sent = []
-
-    def load():
-        with httpx.Client(proxy=proxy.url, verify=proxy.ssl_context(), timeout=5) as client:
-            for _ in range(2000):
-                if stop.is_set():
-                    return
-                try:
-                    client.post(f"https://{HOST}/v1/http", content=body)
-                    sent.append(1)
-                except httpx.HTTPError:
-                    return
-
     upstream.clear()
-    t = threading.Thread(target=load)
-    t.start()
+    t, stop = proxy.background_load([body], count=2000)
     assert upstream.wait_for(lambda rs: len(rs) >= 50, 30)
     proxy.stop(signal.SIGKILL)
     stop.set()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import json
 import socket
-import subprocess
 import threading
 import time
 
@@ -20,7 +19,6 @@ from websockets.sync.client import connect
 from conftest import PAYLOADS, ROOT, VIOLATIONS, exchange
 from support.harness import HOST
 from telewarden import strictjson
-from telewarden.model import Decision
 
 pytestmark = pytest.mark.proxy
 MODES = ["block", "scrub"]
@@ -90,7 +88,7 @@ HTTP_CASES = [
      ["hasura.detector.hostname"], True),
     ("GET instead of POST", "hiding", b"", ["-G", "--data-urlencode", "data=" + FLAGS.decode()], ["hasura.endpoint.unknown"], False),
     ("batch array instead of one object", "hiding", b"[" + GOOD + b"," + FLAGS + b"]", [], ["hasura.kind.unknown"], False),
-    ("upper-case host", "destination", FLAGS, ["--url", f"https://TELEMETRY.HASURA.IO/v1/http"], ["hasura.cli.command-args"], True),
+    ("upper-case host", "destination", FLAGS, ["--url", "https://TELEMETRY.HASURA.IO/v1/http"], ["hasura.cli.command-args"], True),
     ("trailing dot", "destination", FLAGS, ["--url", f"https://{HOST}./v1/http"], ["hasura.cli.command-args"], True),
     ("explicit :443", "destination", FLAGS, ["--url", f"https://{HOST}:443/v1/http"], ["hasura.cli.command-args"], True),
     ("IP literal with the vendor's Host", "destination", FLAGS,
@@ -288,24 +286,9 @@ def test_rule_file_edited_into_an_invalid_state_while_running(start_proxy, upstr
 
 @pytest.mark.parametrize("mode", MODES)
 def test_killed_mid_load_and_restarted(start_proxy, upstream, engine, mode):
-    import httpx
-
     proxy = start_proxy(mode)
     upstream.clear()
-    stop = threading.Event()
-
-    def load():
-        with httpx.Client(proxy=proxy.url, verify=proxy.ssl_context(), timeout=5) as client:
-            for i in range(3000):
-                if stop.is_set():
-                    return
-                try:
-                    client.post(f"https://{HOST}/v1/http", content=FLAGS if i % 2 else GOOD)
-                except httpx.HTTPError:
-                    return
-
-    t = threading.Thread(target=load)
-    t.start()
+    t, stop = proxy.background_load([GOOD, FLAGS])
     assert upstream.wait_for(lambda rs: len(rs) >= 30, 30)
     proxy.stop(9)
     stop.set()

@@ -259,6 +259,26 @@ class Proxy:
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca))
 
+    def background_load(self, bodies: list[bytes], count: int = 3000) -> tuple[threading.Thread, threading.Event]:
+        """POST the bodies in turn from a thread (keep-alive) until `count`, an error, or stop.set()."""
+        import httpx
+
+        stop = threading.Event()
+
+        def load() -> None:
+            with httpx.Client(proxy=self.url, verify=self.ssl_context(), timeout=5) as client:
+                for i in range(count):
+                    if stop.is_set():
+                        return
+                    try:
+                        client.post(f"https://{HOST}/v1/http", content=bodies[i % len(bodies)])
+                    except httpx.HTTPError:
+                        return
+
+        thread = threading.Thread(target=load, daemon=True)
+        thread.start()
+        return thread, stop
+
 
 def ensure_ca(confdir: Path) -> None:
     """Create the mitmproxy CA once, before proxies start in parallel."""

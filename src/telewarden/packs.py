@@ -72,10 +72,8 @@ class Rule:
     pointers: tuple[Pointer, ...]
     headers: tuple[str, ...]
     check: Check
-    check_absent: bool  # presence itself is the violation
     repair: Repair | None
     repair_text: str | None
-    route: RouteSet | None = None
 
 
 @dataclass(slots=True)
@@ -86,7 +84,6 @@ class Kind:
     when: tuple[tuple[Pointer, tuple[Any, ...]], ...]
     has: tuple[Pointer, ...]
     validator: Any  # jsonschema_rs validator
-    schema_file: str
     schema_path: Path
     schema: dict = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
@@ -276,7 +273,7 @@ class _Compiler:
         except ValueError as e:
             raise self.fail(where, str(e)) from None
         return Kind(id=k["id"], title=k.get("title", k["id"]), endpoints=frozenset(k["endpoints"]),
-                    when=when, has=has, validator=validator, schema_file=k["schema"], schema=schema,
+                    when=when, has=has, validator=validator, schema=schema,
                     schema_path=schema_path)
 
     def _rule(self, r: dict, promises: dict, routes: dict, kind_ids: set[str], endpoint_ids: set[str]) -> Rule:
@@ -319,8 +316,7 @@ class _Compiler:
             id=r["id"], promise=promises[r["promise"]], severity=Severity(r["severity"]),
             message=r.get("message", r["id"]), kinds=frozenset(r["kinds"]) if "kinds" in r else None,
             endpoints=frozenset(r["endpoints"]) if "endpoints" in r else None, pointers=pointers,
-            headers=headers, check=check, check_absent=ctype == "absent", repair=repair,
-            repair_text=repair_text, route=route)
+            headers=headers, check=check, repair=repair, repair_text=repair_text)
 
     def _repair(self, where: str, scrub: dict, route: RouteSet | None) -> tuple[Repair | None, str | None]:
         if not scrub:

@@ -101,7 +101,7 @@ async def sampler(pid: int, deadline: float, samples: list) -> None:
         await asyncio.sleep(10)
 
 
-async def run_load(port, tls, pid, seconds, rate, connections):
+async def run_load(port, tls, pid, seconds, rate, connections, websocket=True):
     payloads = bodies()
     stats = {"sent": 0, "answered": 0, "ws_frames": 0, "connect_errors": 0, "dropped_connections": 0}
     samples: list = []
@@ -109,7 +109,8 @@ async def run_load(port, tls, pid, seconds, rate, connections):
     interval = connections / rate
     await asyncio.gather(*(paced_connection(port, tls, payloads, interval, deadline, stats, k * 5)
                            for k in range(connections)),
-                         websocket_client(port, tls, deadline, stats), sampler(pid, deadline, samples))
+                         *([websocket_client(port, tls, deadline, stats)] if websocket else []),
+                         sampler(pid, deadline, samples))
     return stats, samples
 
 
@@ -118,6 +119,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=600)
     ap.add_argument("--rate", type=float, default=300, help="HTTP requests per second (paced)")
     ap.add_argument("--connections", type=int, default=6)
+    ap.add_argument("--no-websocket", action="store_true", help="HTTP only (mitmproxy keeps every frame of a "
+                    "WebSocket flow in memory for the life of the connection)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tw-soak-"))
     cert, key = make_upstream_cert(tmp)
@@ -143,7 +146,8 @@ def main() -> None:
         tls = ssl.create_default_context(cafile=str(confdir / "mitmproxy-ca-cert.pem"))
         print(f"soak: {args.seconds:.0f}s, {args.rate:.0f} HTTP req/s over {args.connections} connections + "
               f"~20 WebSocket frames/s, scrub mode", flush=True)
-        stats, samples = asyncio.run(run_load(port, tls, proxy.pid, args.seconds, args.rate, args.connections))
+        stats, samples = asyncio.run(run_load(port, tls, proxy.pid, args.seconds, args.rate, args.connections,
+                                                  not args.no_websocket))
     finally:
         os.killpg(proxy.pid, signal.SIGTERM)
         proxy.wait(20)

@@ -32,6 +32,7 @@ from telewarden.render import record
 
 log = logging.getLogger("telewarden")
 
+_LAST_VERDICTS = 20
 _MARKS = {Decision.BLOCKED: ":no_entry:", Decision.SCRUBBED: ":broom:", Decision.FORWARDED: ":warning:"}
 _OPTIONS = ("telewarden_mode", "telewarden_rules", "telewarden_bundled", "telewarden_audit",
             "telewarden_max_body", "telewarden_allow", "telewarden_block_status",
@@ -267,16 +268,23 @@ class Telewarden:
 
     @staticmethod
     def _annotate(flow: http.HTTPFlow, verdict: Verdict) -> None:
-        entry = {"decision": verdict.decision.value, "pack": verdict.pack, "kind": verdict.kind,
-                 "rules": verdict.rule_ids, "message": verdict.exchange_id}
-        meta = flow.metadata.setdefault("telewarden", {"verdicts": []})
-        meta["verdicts"].append(entry)
-        meta["decision"] = _worst([v["decision"] for v in meta["verdicts"]])
-        meta["rules"] = sorted({r for v in meta["verdicts"] for r in v["rules"]})
-        counts = {d: sum(1 for v in meta["verdicts"] if v["decision"] == d) for d in ("blocked", "scrubbed", "forwarded")}
-        summary = ", ".join(f"{n} {d}" for d, n in counts.items() if n)
-        flow.comment = f"telewarden: {meta['decision'].upper()} ({summary}) {' '.join(meta['rules'])}".rstrip()
-        worst = Decision(meta["decision"])
+        """Verdict on the flow for mitmweb users (~meta, ~comment, ~marked) and saved flows.
+
+        Bounded: a WebSocket flow can carry frames for hours, so it keeps counts per decision,
+        the set of rules and the last few verdicts, not one entry per frame."""
+        meta = flow.metadata.setdefault("telewarden", {"counts": {}, "rules": [], "last": []})
+        counts = meta["counts"]
+        counts[verdict.decision.value] = counts.get(verdict.decision.value, 0) + 1
+        meta["rules"] = sorted(set(meta["rules"]).union(verdict.rule_ids))
+        meta["last"] = [*meta["last"][-(_LAST_VERDICTS - 1):],
+                        {"decision": verdict.decision.value, "kind": verdict.kind, "rules": verdict.rule_ids,
+                         "message": verdict.exchange_id}]
+        meta["pack"] = verdict.pack
+        worst = next((d for d in (Decision.BLOCKED, Decision.SCRUBBED, Decision.FORWARDED) if counts.get(d.value)),
+                     Decision.FORWARDED)
+        meta["decision"] = worst.value
+        summary = ", ".join(f"{counts[d]} {d}" for d in ("blocked", "scrubbed", "forwarded") if counts.get(d))
+        flow.comment = f"telewarden: {worst.value.upper()} ({summary}) {' '.join(meta['rules'])}".rstrip()
         if worst is not Decision.FORWARDED or meta["rules"]:
             flow.marked = _MARKS.get(worst, ":warning:")
 
@@ -290,13 +298,6 @@ def _stat_all(paths: set[Path]) -> dict[Path, tuple[int, int]]:
         except OSError:
             out[p] = (-1, -1)  # removed: a change too
     return out
-
-
-def _worst(decisions: list[str]) -> str:
-    for d in ("blocked", "scrubbed", "forwarded"):
-        if d in decisions:
-            return d
-    return "forwarded"
 
 
 addons = [Telewarden()]

@@ -119,6 +119,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=600)
     ap.add_argument("--rate", type=float, default=300, help="HTTP requests per second (paced)")
     ap.add_argument("--connections", type=int, default=6)
+    ap.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument for telewarden run, e.g. --proxy-arg=--set=telewarden_ws_keep=100")
     ap.add_argument("--no-websocket", action="store_true", help="HTTP only (mitmproxy keeps every frame of a "
                     "WebSocket flow in memory for the life of the connection)")
     args = ap.parse_args()
@@ -137,7 +139,8 @@ def main() -> None:
     proxy = subprocess.Popen([str(BIN / "telewarden"), "run", "--mode", "scrub", "--mode", f"reverse:https://{HOST}/",
                               "--audit", str(audit), "--listen-port", str(port), "--set", "termlog_verbosity=warn", "--set", "flow_detail=0",
                               "-s", str(ROOT / "tests" / "support" / "redirect_addon.py"),
-                              "--set", f"confdir={confdir}", "--set", f"ssl_verify_upstream_trusted_ca={cert}"],
+                              "--set", f"confdir={confdir}", "--set", f"ssl_verify_upstream_trusted_ca={cert}",
+                              *args.proxy_arg],
                              stdout=(tmp / "proxy.log").open("wb"), stderr=subprocess.STDOUT, env=env,
                              start_new_session=True)
     try:

@@ -325,3 +325,19 @@ def test_bare_mitmdump_with_the_addon_script(start_proxy, upstream):
     assert proxy.curl(body_of(next(c for c in HTTP_BAD if c["name"] == "cli-empty-error-object-v2.1")))[0] == 403
     assert proxy.curl(body_of("cli-v1.3"))[0] == 200
     assert arrived(upstream) == [body_of("cli-v1.3")]
+
+
+def test_ws_keep_bounds_the_frames_a_live_websocket_flow_holds(start_proxy, upstream, tmp_path):
+    saved = tmp_path / "ws.mitm"
+    proxy = start_proxy("scrub", ["--set", "telewarden_ws_keep=3", "--set", f"save_stream_file={saved}"])
+    upstream.clear()
+    frames = [json.dumps({**PAYLOADS["console-v2.48-click"], "data": {**PAYLOADS["console-v2.48-click"]["data"],
+                          "event_data": {"id": f"frame-{i}"}}}, separators=(",", ":")).encode() for i in range(20)]
+    ws_session(proxy, [*frames, SENTINEL])
+    got = wait_sentinel(upstream)
+    assert got == frames  # every frame was judged and relayed
+    assert sum(1 for r in proxy.decisions() if r["transport"] == "websocket") == 21
+    proxy.stop()
+    with saved.open("rb") as f:
+        [flow] = [fl for fl in mitmio.FlowReader(f).stream() if fl.websocket is not None]
+    assert len(flow.websocket.messages) <= 3

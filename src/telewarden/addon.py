@@ -70,6 +70,10 @@ class Telewarden:
                           "Waive a rule: RULE_ID=REASON (glob allowed). Waived findings are recorded, not enforced.")
         loader.add_option("telewarden_block_status", int, 403,
                           "HTTP status of the response a blocked request gets.")
+        loader.add_option("telewarden_ws_keep", int, 0,
+                          "Keep only the last N messages of a WebSocket flow in memory once judged (0: keep all, "
+                          "as mitmproxy does). mitmproxy holds every frame of a live connection; a long console "
+                          "session then grows without bound. The audit trail keeps every frame's verdict.")
         loader.add_option("telewarden_reload_ms", int, 2000,
                           "Milliseconds between checks of the rule pack and schema files for changes (0: never). "
                           "A change reloads the packs; a broken pack keeps the last good ones in force.")
@@ -204,12 +208,14 @@ class Telewarden:
         assert flow.websocket is not None
         message = flow.websocket.messages[-1]
         if not message.from_client:
+            self._trim(flow)
             return
         ex = None
         try:
             ex = websocket_exchange(flow, message.content, message.is_text, message.timestamp)
             verdict = self._inspect(ex)
             if verdict.decision is Decision.PASSED_THROUGH:
+                self._trim(flow)
                 return
             if verdict.decision is Decision.SCRUBBED and verdict.repaired and verdict.repaired.body is not None:
                 message.content = verdict.repaired.body
@@ -219,6 +225,15 @@ class Telewarden:
         if verdict.decision is Decision.BLOCKED:
             message.drop()
         self._annotate(flow, verdict)
+        self._trim(flow)
+
+    @staticmethod
+    def _trim(flow: http.HTTPFlow) -> None:
+        # mitmproxy's WebSocket layer relays through its own reference to the message, so dropping
+        # older entries (never the current, last one) is safe.
+        keep = ctx.options.telewarden_ws_keep
+        if keep > 0 and flow.websocket is not None and len(flow.websocket.messages) > keep:
+            del flow.websocket.messages[:-keep]
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -177,7 +177,7 @@ class Telewarden:
                           f"pass the proxy uninspected; refused before sending")
                 finding = Finding("telewarden.body.streamed", "body", reason, UNVERIFIABLE, Severity.HIGH)
                 verdict = Verdict(ex.id, Decision.BLOCKED, self.mode, findings=[finding], error=reason,
-                                  pack=self.engine._claim(ex.hosts).id)
+                                  pack=self.engine.claim(ex.hosts).id)
                 self._record(verdict, ex, flow)
                 self._annotate(flow, verdict)
                 flow.kill()
@@ -238,7 +238,7 @@ class Telewarden:
     # -- helpers ----------------------------------------------------------------------------
 
     def _claimed(self, flow: http.HTTPFlow) -> bool:
-        return self.engine is not None and self.engine._claim(candidate_hosts(flow)) is not None
+        return self.engine is not None and self.engine.claim(candidate_hosts(flow)) is not None
 
     def _inspect(self, ex: Exchange) -> Verdict:
         if self.engine is None:

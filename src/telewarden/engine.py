@@ -74,7 +74,7 @@ class Engine:
 
     def inspect(self, ex: Exchange, mode: Mode) -> Verdict:
         t0 = time.perf_counter_ns()
-        pack = self._claim(ex.hosts)
+        pack = self.claim(ex.hosts)
         if pack is None:
             return Verdict(ex.id, Decision.PASSED_THROUGH, mode, size_in=len(ex.body), size_out=len(ex.body))
         verdict, work, doc = self._judge(pack, ex)
@@ -100,7 +100,8 @@ class Engine:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _claim(self, hosts: tuple[str, ...]) -> Pack | None:
+    def claim(self, hosts: tuple[str, ...]) -> Pack | None:
+        """The first pack that claims any of these (normalised) host names, or None."""
         for host in hosts:
             try:
                 pack = self._host_cache[host]

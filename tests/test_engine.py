@@ -264,3 +264,17 @@ def test_verdict_carries_the_mode_and_the_name_that_matched(engine, mode):
     assert v.mode.value == mode and v.host == "telemetry.hasura.io"
     rec = render.record(v, ex)
     assert rec["mode"] == mode and rec["destination"] == "https://telemetry.hasura.io:443/v1/http"
+
+
+def test_data_hidden_in_the_path_or_a_header_name_never_reaches_the_record(engine):
+    from telewarden import render
+    ex = exchange(PAYLOADS["cli-v1.3"], path="/v1/collect/jane.doe@acme.com",
+                  headers=[("X-db01.acme.internal", "1")])
+    v = inspect(engine, ex, "block")
+    assert [f.rule for f in v.findings] == ["hasura.endpoint.unknown"]
+    assert v.findings[0].digest == engine.digest("/v1/collect/jane.doe@acme.com")
+    ex2 = exchange(PAYLOADS["cli-v1.3"], headers=[("X-db01.acme.internal", "1")])
+    v2 = inspect(engine, ex2, "scrub")
+    text = json.dumps([render.record(v, ex), render.record(v2, ex2)])
+    assert "jane" not in text and "acme" not in text
+    assert v2.decision is Decision.SCRUBBED and v2.repaired.drop_headers == ("x-db01.acme.internal",)

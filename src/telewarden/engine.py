@@ -124,8 +124,9 @@ class Engine:
             elif ex.transport is Transport.HTTP and ex.method in e.methods:
                 endpoint = e
         if endpoint is None:
-            self._add(work, pack, f"{pack.id}.endpoint.unknown", "", None,
-                      f"{ex.method} {ex.path} is not a known telemetry endpoint of {pack.title}",
+            # the path is the sender's to choose, so it is shown by digest, never verbatim
+            self._add(work, pack, f"{pack.id}.endpoint.unknown", "path", ex.path,
+                      f"{ex.method[:16]} to a path that is not a known telemetry endpoint of {pack.title}",
                       pack.generic_promise, Severity.HIGH, None, unrepairable=True)
         else:
             verdict.endpoint = endpoint.id
@@ -148,24 +149,27 @@ class Engine:
             work.clear_query = True
         for name, value in ex.headers:
             lname = name.lower()
+            where = f"header:{lname}" if lname in endpoint.header_rules or (
+                endpoint.header_allow is not None and lname in endpoint.header_allow) else \
+                "header:" + self._safe_pointer(pack, (lname,))[1:]
             rules = endpoint.header_rules.get(lname)
             if rules:
                 for rule in rules:
                     problem = rule.check(value)
                     if problem:
-                        self._rule_finding(work, pack, rule, f"header:{lname}", value, problem, None)
+                        self._rule_finding(work, pack, rule, where, value, problem, None)
                         if rule.repair is not None and lname not in work.drop_headers:
                             work.drop_headers.append(lname)
             elif endpoint.header_allow is not None and lname not in endpoint.header_allow:
-                self._add(work, pack, f"{pack.id}.header.unexpected", f"header:{lname}", value,
-                          f"header {lname!r} is not one this endpoint expects", pack.generic_promise,
+                self._add(work, pack, f"{pack.id}.header.unexpected", where, value,
+                          "a header this endpoint does not expect", pack.generic_promise,
                           Severity.MEDIUM, None, repair_text="header removed")
                 if lname not in work.drop_headers:
                     work.drop_headers.append(lname)
             elif lname not in ("host", "content-length"):
                 hits = pack.detectors.scan(value) if pack.detectors.first(value) else []
                 if hits:
-                    self._add(work, pack, f"{pack.id}.detector.{hits[0].detector}", f"header:{lname}", value,
+                    self._add(work, pack, f"{pack.id}.detector.{hits[0].detector}", where, value,
                               f"looks like {_kinds(hits)}", pack.generic_promise, Severity.HIGH, None,
                               repair_text="header removed", preview_kind=_kinds(hits))
                     if lname not in work.drop_headers:

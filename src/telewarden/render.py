@@ -39,9 +39,12 @@ def record(verdict: Verdict, ex: Exchange, source: str | None = None) -> dict[st
 
 
 def _destination(verdict: Verdict, ex: Exchange) -> str:
-    """scheme://name:port/path, naming the host that matched the pack rather than an address."""
+    """scheme://name:port/path, naming the host that matched the pack rather than an address.
+    A path that is not one of the pack's endpoints is the sender's to choose: it could carry
+    anything, so it is not written (the finding holds its digest)."""
     host = verdict.host or (ex.hosts[0] if ex.hosts else "?")
-    return f"{ex.scheme}://{host}:{ex.port}{ex.path}"
+    path = ex.path if verdict.endpoint is not None else "/(unknown path)"
+    return f"{ex.scheme}://{host}:{ex.port}{path}"
 
 
 def _iso(ts: float) -> str:

@@ -278,3 +278,13 @@ def test_data_hidden_in_the_path_or_a_header_name_never_reaches_the_record(engin
     text = json.dumps([render.record(v, ex), render.record(v2, ex2)])
     assert "jane" not in text and "acme" not in text
     assert v2.decision is Decision.SCRUBBED and v2.repaired.drop_headers == ("x-db01.acme.internal",)
+
+
+def test_error_texts_never_echo_sender_chosen_strings(engine):
+    from telewarden import render
+    dup = b'{"topic":"cli","jane.doe@acme.com":1,"jane.doe@acme.com":2}'
+    big = b'{"topic":"cli","n":98765432109e999}'
+    for body in (dup, big):
+        ex = exchange(body, method="JANEDOEACMECOM")
+        text = json.dumps(render.record(inspect(engine, ex), ex))
+        assert "jane" not in text.lower() and "98765432109" not in text

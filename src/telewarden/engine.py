@@ -26,7 +26,7 @@ from typing import Any
 
 from . import strictjson
 from .detectors import mask
-from .model import Decision, Exchange, Finding, Mode, Repaired, Severity, Transport, Verdict
+from .model import Decision, Exchange, Finding, Mode, Repaired, Severity, Transport, Verdict, shown_method
 from .packs import DROP, Kind, Pack, Rule, format_pointer
 
 UNVERIFIABLE = "telewarden could not verify this message, so it cannot be shown to keep the vendor's promises"
@@ -126,7 +126,7 @@ class Engine:
         if endpoint is None:
             # the path is the sender's to choose, so it is shown by digest, never verbatim
             self._add(work, pack, f"{pack.id}.endpoint.unknown", "path", ex.path,
-                      f"{ex.method[:16]} to a path that is not a known telemetry endpoint of {pack.title}",
+                      f"{shown_method(ex.method)} to a path that is not a known telemetry endpoint of {pack.title}",
                       pack.generic_promise, Severity.HIGH, None, unrepairable=True)
         else:
             verdict.endpoint = endpoint.id

@@ -70,8 +70,9 @@ def http_exchange(flow: http.HTTPFlow, max_body: int = DEFAULT_MAX_BODY) -> Exch
         raw = req.raw_content or b""
         try:
             body = decoding.decode(raw, encoding, max_body) if encoding else raw
-        except decoding.DecodeError as e:
-            problem = f"bad-encoding: Content-Encoding {encoding!r} does not decode ({e})"
+        except decoding.DecodeError:
+            shown = encoding if encoding.replace(",", " ").replace("-", "").replace(" ", "").isalpha() and len(encoding) < 40 else "(unusual value)"
+            problem = f"bad-encoding: the body does not decode as Content-Encoding {shown}"
     headers = tuple(req.headers.items(multi=True))
     if req.trailers:
         headers += tuple((f"trailer:{k}", v) for k, v in req.trailers.items(multi=True))

@@ -38,6 +38,12 @@ class Transport(enum.StrEnum):
 
 
 _ids = itertools.count(1)
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE", "WS"})
+
+
+def shown_method(method: str) -> str:
+    """The method as it may appear in a record: a custom method is the sender's and could carry data."""
+    return method if method in _METHODS else "(other method)"
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ import textwrap
 import time
 from typing import Any
 
-from .model import Decision, Exchange, Verdict
+from .model import Decision, Exchange, Verdict, shown_method
 
 
 def record(verdict: Verdict, ex: Exchange, source: str | None = None) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def record(verdict: Verdict, ex: Exchange, source: str | None = None) -> dict[st
         "endpoint": verdict.endpoint,
         "kind": verdict.kind,
         "transport": ex.transport.value,
-        "method": ex.method,
+        "method": shown_method(ex.method),
         "destination": _destination(verdict, ex),
         "findings": [f.to_dict() for f in verdict.findings],
         "size_in": verdict.size_in,

@@ -7,6 +7,8 @@ messages are better); `jsonschema_rs` builds the per-message validators (it is ~
 
 from __future__ import annotations
 
+import ipaddress
+
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -118,6 +120,9 @@ class Pack:
     kinds: list[Kind]
     rules: list[Rule]
     detectors: DetectorSet
+    # Addresses the vendor's telemetry hosts use (`addresses:` CIDRs), so that a connection with
+    # no name (CONNECT to an IP without SNI, transparent mode) is still claimed.
+    addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     def claims(self, host: str) -> bool:
         return host in self.hosts or any(host.endswith(s) for s in self.host_suffixes)
@@ -239,7 +244,16 @@ class _Compiler:
             id=d["pack"], title=d["title"], source=d["source"], file=str(self.path),
             promises=promises, generic_promise=promises[d["generic_promise"]],
             hosts=frozenset(hosts), host_suffixes=tuple(suffixes), endpoints=endpoints,
-            kinds=kinds, rules=rules, detectors=detectors)
+            kinds=kinds, rules=rules, detectors=detectors, addresses=self._addresses(d.get("addresses", [])))
+
+    def _addresses(self, items: list[str]) -> tuple:
+        nets = []
+        for item in items:
+            try:
+                nets.append(ipaddress.ip_network(item, strict=False))
+            except ValueError as e:
+                raise self.fail("addresses", f"{item!r} is not an address or CIDR: {e}") from None
+        return tuple(nets)
 
     def _unique(self, label: str, ids: list[str]) -> set[str]:
         seen: set[str] = set()

@@ -32,11 +32,29 @@ def _float(text: str) -> float:
     return value
 
 
+# Integers must fit a signed 64-bit integer. Beyond it parsers disagree: Go's int64 fields refuse
+# the message, float64 readers (JavaScript, Go's interface{}) round it, Python and Haskell keep it
+# exact; and past ~4300 digits Python itself refuses to convert it (an internal error, not a
+# verdict). Checked on the text before converting, so a 1 MiB run of digits costs a length test.
+# Telemetry has no use for larger integers (counts, sizes and durations fit with room to spare).
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
+_INT_DIGITS = len(str(INT_MAX))  # 19
+
+
+def _int(text: str) -> int:
+    if len(text) - (text[0] == "-") > _INT_DIGITS:
+        raise StrictJSONError("number-out-of-range", "an integer does not fit in 64 bits: parsers disagree on it")
+    value = int(text)
+    if not INT_MIN <= value <= INT_MAX:
+        raise StrictJSONError("number-out-of-range", "an integer does not fit in 64 bits: parsers disagree on it")
+    return value
+
+
 def _constant(name: str) -> Any:
     raise StrictJSONError("invalid-json", f"{name} is not JSON")
 
 
-_decoder = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_float, parse_constant=_constant)
+_decoder = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_float, parse_int=_int, parse_constant=_constant)
 
 
 def loads(body: bytes, *, max_bytes: int, max_depth: int) -> Any:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,6 +23,15 @@ from telewarden.model import Mode
 
 RECORD_SCHEMA = json.loads((ROOT / "schemas" / "audit-record.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(RECORD_SCHEMA, format_checker=jsonschema.FormatChecker())
+
+
+@pytest.fixture(autouse=True)
+def key_home(tmp_path_factory, monkeypatch):
+    """Every trail here keeps its key in a private config folder, never in the real ~/.config."""
+    home = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    monkeypatch.delenv("TELEWARDEN_AUDIT_KEY", raising=False)
+    return home
 
 
 def write_cases(trail: AuditTrail, engine, n: int | None = None) -> int:
@@ -60,16 +71,82 @@ def test_the_human_log_has_one_aligned_block_per_message(tmp_path, engine):
     assert "{" not in text.split("promise")[0]  # no JSON noise in the header lines
 
 
-def test_key_file_is_created_once_with_mode_0600(tmp_path, monkeypatch):
-    monkeypatch.delenv("TELEWARDEN_AUDIT_KEY", raising=False)
-    key = audit.load_or_create_key(tmp_path)
-    assert (tmp_path / "audit.key").stat().st_mode & 0o777 == 0o600
-    assert audit.load_or_create_key(tmp_path) == key and len(key) == 64
+# -- the digest key lives outside the trail ---------------------------------------------------
+
+def test_key_is_created_once_outside_the_trail_mode_0600_in_a_0700_folder(tmp_path, key_home):
+    trail = AuditTrail(tmp_path / "trail")
+    path = key_home / "telewarden" / "audit.key"
+    assert trail.key_path == path == audit.default_key_path()
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    assert trail.key == path.read_bytes() and len(trail.key) == 64
+    assert AuditTrail(tmp_path / "other").key == trail.key  # created once, shared by every trail
+    assert not (tmp_path / "trail" / "audit.key").exists()
+    assert sorted(p.name for p in (tmp_path / "trail").iterdir()) == ["audit.jsonl", "audit.log"]
 
 
-def test_env_key_wins_over_the_key_file(tmp_path, monkeypatch):
+def test_default_key_path_honours_xdg_config_home_else_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert audit.default_key_path() == tmp_path / "xdg" / "telewarden" / "audit.key"
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/ignored")  # the XDG spec says to ignore it
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert audit.default_key_path() == tmp_path / "home" / ".config" / "telewarden" / "audit.key"
+
+
+def test_an_explicit_key_path_is_used(tmp_path):
+    key = tmp_path / "keys" / "k"
+    trail = AuditTrail(tmp_path / "trail", key_path=key)
+    assert key.read_bytes() == trail.key and trail.key_path == key
+
+
+def test_env_key_wins_and_no_key_file_is_written(tmp_path, monkeypatch, key_home):
     monkeypatch.setenv("TELEWARDEN_AUDIT_KEY", "from-env")
-    assert audit.load_or_create_key(tmp_path) == b"from-env" and not (tmp_path / "audit.key").exists()
+    assert AuditTrail(tmp_path / "trail").key == b"from-env"
+    assert not (key_home / "telewarden" / "audit.key").exists()
+
+
+def test_a_key_path_inside_the_trail_folder_is_refused(tmp_path):
+    with pytest.raises(AuditError, match="must not be inside the audit folder"):
+        AuditTrail(tmp_path / "trail", key_path=tmp_path / "trail" / "sub" / "audit.key")
+
+
+def test_a_key_left_in_the_trail_folder_is_moved_out_with_a_warning(tmp_path, key_home, engine, caplog):
+    folder = tmp_path / "trail"
+    folder.mkdir()
+    (folder / "audit.key").write_bytes(b"a" * 64)  # as earlier versions left it
+    with caplog.at_level(logging.WARNING, logger="telewarden"):
+        trail = AuditTrail(folder)
+    assert trail.key == b"a" * 64  # the same key: digests in the trail stay comparable
+    assert not (folder / "audit.key").exists()
+    assert (key_home / "telewarden" / "audit.key").read_bytes() == b"a" * 64
+    assert (key_home / "telewarden" / "audit.key").stat().st_mode & 0o777 == 0o600
+    assert "moved the digest key" in caplog.text and "copy of the folder" in caplog.text
+
+
+def test_a_key_in_the_trail_folder_that_disagrees_with_the_key_file_is_refused(tmp_path, key_home):
+    AuditTrail(tmp_path / "first")  # creates the key file
+    folder = tmp_path / "trail"
+    folder.mkdir()
+    (folder / "audit.key").write_bytes(b"b" * 64)
+    with pytest.raises(AuditError, match="already holds a different key"):
+        AuditTrail(folder)
+    assert (folder / "audit.key").exists()  # nothing removed: a person decides
+
+
+def test_a_key_readable_by_others_is_warned_about(tmp_path, key_home, caplog):
+    key = key_home / "telewarden" / "audit.key"
+    key.parent.mkdir(mode=0o700)
+    key.write_bytes(b"c" * 64)
+    key.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="telewarden"):
+        AuditTrail(tmp_path / "trail")
+    assert "readable by others" in caplog.text
+
+
+def test_an_unusable_key_location_is_an_error_naming_the_key(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(AuditError, match="digest key"):
+        AuditTrail(tmp_path / "trail", key_path=blocker / "audit.key")
 
 
 # -- tamper evidence --------------------------------------------------------------------------
@@ -152,6 +229,55 @@ def test_verify_reports_a_torn_last_line_as_such(trail_dir):
     assert status == 0 and "intact: 5 records" in report and "torn last line" in report
 
 
+def test_an_anchor_catches_a_tail_rewritten_with_every_hash_recomputed(trail_dir):
+    status, report = verify(trail_dir)
+    anchor = report.split("--anchor ")[1].split(")")[0]
+    assert status == 0 and anchor.startswith("6:")
+    assert verify(trail_dir, anchor) == (0, verify(trail_dir, anchor)[1]) and "anchored record" in verify(trail_dir, anchor)[1]
+
+    def rewrite_from_3(ls):  # edit record 3 and recompute the hash and prev of every record after it
+        prev = json.loads(ls[1])["hash"]
+        for i in range(2, len(ls)):
+            rec = json.loads(ls[i])
+            if i == 2:
+                rec["decision"] = "forwarded"
+            rec["prev"] = prev
+            rec["hash"] = audit.record_hash(rec)
+            prev = rec["hash"]
+            ls[i] = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+    rewrite(trail_dir, rewrite_from_3)
+    assert verify(trail_dir)[0] == 0  # the chain alone cannot tell
+    status, report = verify(trail_dir, anchor)
+    assert status == 1 and "anchored hash" in report
+
+
+def test_an_anchor_catches_a_cut_tail(trail_dir):
+    anchor = verify(trail_dir)[1].split("--anchor ")[1].split(")")[0]
+    rewrite(trail_dir, lambda ls: ls.pop())
+    status, report = verify(trail_dir, anchor)
+    assert status == 1 and "not in the chain" in report
+    assert verify(trail_dir, "not-a-hash")[0] == 2
+
+
+def test_render_regenerates_the_human_log_from_the_chain(trail_dir):
+    out = io.StringIO()
+    status, report = audit.render_trail(trail_dir, out)
+    assert status == 0 and out.getvalue() == (trail_dir / "audit.log").read_text()
+
+
+def test_render_after_a_forged_human_log_shows_what_the_chain_says(trail_dir):
+    human = trail_dir / "audit.log"
+    forged = human.read_text().replace("BLOCKED ", "FORWARDED", 1).replace("SCRUBBED", "FORWARDED", 1)
+    human.write_text(forged)
+    out = io.StringIO()
+    assert audit.render_trail(trail_dir, out)[0] == 0 and out.getvalue() != forged
+
+
+def test_render_of_a_tampered_chain_says_so(trail_dir):
+    rewrite(trail_dir, lambda ls: ls.pop(2))
+    assert audit.render_trail(trail_dir, io.StringIO())[0] == 1
+
+
 def test_verify_unreadable_is_exit_2(tmp_path):
     assert verify(tmp_path / "nope")[0] == 2
     assert verify(tmp_path)[0] == 2  # a folder without a trail
@@ -200,6 +326,18 @@ def test_cli_verify_and_summary_exit_codes(trail_dir):
     rewrite(trail_dir, lambda ls: ls.pop(2))
     assert subprocess.run([*tw, "verify", str(trail_dir)], capture_output=True).returncode == 1
     assert subprocess.run([*tw, "verify", str(trail_dir / "missing")], capture_output=True).returncode == 2
+
+
+def test_cli_render_and_verify_anchor_need_no_key(trail_dir, tmp_path):
+    tw = [str(Path(os.sys.executable).parent / "telewarden"), "audit"]
+    env = {k: v for k, v in os.environ.items() if k != "TELEWARDEN_AUDIT_KEY"}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "no-key-here")
+    ok = subprocess.run([*tw, "verify", str(trail_dir)], capture_output=True, text=True, env=env)
+    anchor = ok.stdout.split("--anchor ")[1].split(")")[0]
+    assert subprocess.run([*tw, "verify", "--anchor", anchor, str(trail_dir)], env=env).returncode == 0
+    r = subprocess.run([*tw, "render", str(trail_dir)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and r.stdout == (trail_dir / "audit.log").read_text() and "intact" in r.stderr
+    assert not (tmp_path / "no-key-here").exists()
 
 
 def test_unwritable_folder_is_an_error(tmp_path):

@@ -8,12 +8,19 @@
 - Size-based rotation renames audit.jsonl to audit.jsonl.NNNNNN; the chain runs on across files.
 - On reopening after a crash, a torn tail is cut off and replaced by a chained record that says
   how many bytes were lost and their digest, so the trail stays verifiable and says what happened.
-- Findings carry only keyed digests and safe previews (engine.py): no raw value reaches a log.
+- Findings carry only keyed digests and safe previews (engine.py): no raw value reaches a log,
+  and no key or header name the sender chose. The human log escapes every control character.
+- The digest key lives outside the trail's folder (`~/.config/telewarden/audit.key` by default):
+  with the key, a guess ("customers") can be tested against a digest, so whoever gets a copy of
+  the trail must not get the key. `verify` and `render` need no key.
+- `audit.log` is a convenience view written as records arrive; `audit render` regenerates it from
+  the chained JSONL, which is the record that counts.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import logging
@@ -37,22 +44,88 @@ class AuditError(Exception):
     """The trail cannot be written; enforcing modes must stop forwarding."""
 
 
-def load_or_create_key(folder: Path) -> bytes:
-    """TELEWARDEN_AUDIT_KEY, else audit.key in the folder (created once, mode 0600)."""
+def default_key_path() -> Path:
+    """$XDG_CONFIG_HOME/telewarden/audit.key, else ~/.config/telewarden/audit.key."""
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".config"
+    return root / "telewarden" / KEYFILE
+
+
+def load_or_create_key(key_path: Path | None = None) -> bytes:
+    """TELEWARDEN_AUDIT_KEY, else the key file (default_key_path()), created once with mode 0600
+    in a folder created with mode 0700."""
     env = os.environ.get("TELEWARDEN_AUDIT_KEY")
     if env:
         return env.encode()
-    path = folder / KEYFILE
+    path = key_path if key_path is not None else default_key_path()
+    if not path.exists():
+        _create_key(path, os.urandom(32).hex().encode())
+    return _read_key(path)
+
+
+def _create_key(path: Path, key: bytes) -> bool:
+    """Write `key` to `path` atomically, mode 0600, unless a key is already there (then False).
+    A temporary file linked into place: a concurrent reader never sees a half-written key."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes()
-    key = os.urandom(32).hex().encode()
-    try:
-        os.write(fd, key)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
     finally:
-        os.close(fd)
+        os.unlink(tmp)
+
+
+def _read_key(path: Path) -> bytes:
+    st = path.stat()
+    if st.st_mode & 0o077:
+        log.warning(f"telewarden: the digest key {path} is readable by others (mode {st.st_mode & 0o777:o}): "
+                    f"anyone who can read it can test guesses against the trail's digests; chmod 600 it")
+    key = path.read_bytes().strip()
+    if not key:
+        raise OSError(errno.EINVAL, f"the digest key {path} is empty")
     return key
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def _move_key_out(folder: Path, key_path: Path) -> None:
+    """An audit.key left inside the trail folder by an earlier version is moved to `key_path`, with a
+    warning; if `key_path` already holds a different key, the trail refuses to start.
+
+    Moved rather than refused: the digests already in the trail stay comparable with new ones, and
+    the proxy keeps starting after an upgrade. Refusing would not undo the exposure either: any copy
+    of the folder made before now holds the key, which the warning says, with how to start afresh."""
+    legacy = folder / KEYFILE
+    if not legacy.is_file():
+        return
+    old = legacy.read_bytes()
+    if key_path.exists():
+        if key_path.read_bytes().strip() != old.strip():
+            raise AuditError(
+                f"{legacy}: a digest key inside the audit folder lets whoever gets a copy of the folder test "
+                f"guesses against its digests, and {key_path} already holds a different key. Keep one: move "
+                f"{legacy} out of the folder (e.g. over {key_path}) or delete it (the trail's older digests then "
+                f"no longer correlate with new ones)")
+    else:
+        _create_key(key_path, old)
+    legacy.unlink()
+    log.warning(f"telewarden: moved the digest key {legacy} out of the audit folder to {key_path}. Any copy of "
+                f"the folder made before now holds the key and allows testing guesses against its digests; if "
+                f"the folder was shared, delete {key_path} to start a new key (older digests then stop correlating)")
 
 
 def _dumps(rec: dict[str, Any]) -> str:
@@ -76,13 +149,26 @@ def chain_files(folder: Path) -> list[Path]:
 
 
 class AuditTrail:
-    def __init__(self, folder: Path, *, max_bytes: int = 64 << 20) -> None:
+    def __init__(self, folder: Path, *, max_bytes: int = 64 << 20, key_path: Path | None = None) -> None:
+        """`key_path`: the digest key file (default: default_key_path()); TELEWARDEN_AUDIT_KEY wins.
+        It must not be inside `folder`: the trail is what gets copied and shared, the key is not."""
         self.folder = folder
         self.max_bytes = max_bytes
+        self.key_path = key_path if key_path is not None else default_key_path()
         self._lock = threading.Lock()
+        if _inside(self.key_path, folder):
+            raise AuditError(f"the digest key {self.key_path} must not be inside the audit folder {folder}: "
+                             f"whoever gets a copy of the trail could test guesses against its digests")
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            self.key = load_or_create_key(folder)
+        except OSError as e:
+            raise AuditError(f"audit folder {folder} is not writable: {e.strerror}") from None
+        try:
+            _move_key_out(folder, self.key_path)
+            self.key = load_or_create_key(self.key_path)
+        except OSError as e:
+            raise AuditError(f"digest key {self.key_path}: cannot read or create it: {e.strerror or e}") from None
+        try:
             self._seq, self._prev = self._recover()
             self._open()
         except OSError as e:
@@ -187,13 +273,30 @@ def _targets(path: Path) -> list[Path]:
     return [path]
 
 
-def verify(path: Path) -> tuple[int, str]:
-    """Return (exit status, report). 0 intact, 1 tampered, 2 unreadable."""
+def parse_anchor(text: str) -> tuple[int | None, str]:
+    """`SEQ:HASH` or `HASH`, as `verify` prints it."""
+    seq, sep, h = text.strip().rpartition(":")
+    if not re.fullmatch(r"[0-9a-f]{64}", h) or (sep and not seq.isdigit()):
+        raise ValueError(f"--anchor {text!r}: expected SEQ:HASH or HASH (64 hex digits), as verify prints it")
+    return (int(seq) if sep else None), h
+
+
+def verify(path: Path, anchor: str | None = None) -> tuple[int, str]:
+    """Return (exit status, report). 0 intact, 1 tampered, 2 unreadable.
+
+    The chain alone cannot catch a rewrite of its tail with every hash recomputed; `anchor` (a
+    `SEQ:HASH` printed by an earlier verify and kept off the machine) can: the record must still be
+    in the chain with that hash."""
+    try:
+        want_seq, want_hash = parse_anchor(anchor) if anchor else (None, None)
+    except ValueError as e:
+        return 2, str(e)
     try:
         files = _targets(path)
     except OSError as e:
         return 2, f"unreadable: {e.strerror or e}"
     prev, seq, count, torn_note = None, None, 0, ""
+    anchored = False
     for fi, f in enumerate(files):
         try:
             data = f.read_bytes()
@@ -226,7 +329,48 @@ def verify(path: Path) -> tuple[int, str]:
                 return 1, f"TAMPERED: the first record (seq {rseq}) does not start the chain: earlier records were removed"
             prev, seq = rhash, rseq
             count += 1
-    return 0, f"intact: {count} records in {len(files)} file(s); last hash {prev or GENESIS}{torn_note}"
+            if want_hash is not None and (rseq == want_seq if want_seq is not None else rhash == want_hash):
+                if rhash != want_hash:
+                    return 1, (f"TAMPERED: record seq {rseq} ({where}) no longer has the anchored hash: the chain "
+                               f"was rewritten up to it")
+                anchored = True
+    if want_hash is not None and not anchored:
+        return 1, (f"TAMPERED: the anchored record ({anchor}) is not in the chain: the trail was rewritten or cut "
+                   f"before it")
+    last = prev or GENESIS
+    note = f"; anchored record {anchor} found" if anchored else ""
+    return 0, (f"intact: {count} records in {len(files)} file(s); last hash {last} (keep it off this machine; "
+               f"check later with --anchor {seq or 0}:{last}){note}{torn_note}")
+
+
+def render_trail(path: Path, out) -> tuple[int, str]:
+    """Write the human view of the chained records (audit.log as it should read) to `out`.
+    Returns verify's (status, report): the view is only as good as the chain it came from."""
+    status, report = verify(path)
+    if status == 2:
+        return status, report
+    for f in _targets(path):
+        with f.open("rb") as fh:
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    break  # a torn last line: verify reports it
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                if not isinstance(rec, dict):
+                    continue
+                if "decision" in rec and isinstance(rec.get("findings"), list):
+                    try:
+                        out.write(render.block(rec) + "\n\n")
+                    except (KeyError, TypeError, AttributeError):
+                        out.write(f"(record seq {render.escape(rec.get('seq'))}: not a decision record this "
+                                  f"version can show)\n\n")
+                elif "event" in rec:
+                    out.write(f"(trail event, seq {render.escape(rec.get('seq'))}: {render.escape(rec['event'])}, "
+                              f"{render.escape(rec.get('bytes', '?'))} bytes, {render.escape(rec.get('digest', ''))})"
+                              f"\n\n")
+    return status, report
 
 
 def iter_records(path: Path):
@@ -272,11 +416,17 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("audit", help="read the audit trail (verify, summary)")
+    p = sub.add_parser("audit", help="read the audit trail (verify, render, summary)")
     asub = p.add_subparsers(dest="audit_command", required=True)
     v = asub.add_parser("verify", help="check the hash chain; exit 0 intact, 1 tampered, 2 unreadable")
     v.add_argument("path", type=Path, metavar="DIR_OR_FILE")
+    v.add_argument("--anchor", metavar="SEQ:HASH",
+                   help="a record an earlier verify printed (kept off this machine): it must still be in the chain")
     v.set_defaults(func=_cmd_verify)
+    r = asub.add_parser("render", help="regenerate the human log (audit.log) from the chained audit.jsonl; "
+                                       "exit as verify")
+    r.add_argument("path", type=Path, metavar="DIR_OR_FILE")
+    r.set_defaults(func=_cmd_render)
     s = asub.add_parser("summary", help="counts per vendor, kind, decision and rule")
     s.add_argument("path", type=Path, metavar="DIR_OR_FILE")
     s.add_argument("--format", choices=["text", "json"], default="text")
@@ -284,8 +434,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    status, report = verify(args.path)
+    status, report = verify(args.path, args.anchor)
     print(report, file=sys.stdout if status != 2 else sys.stderr)
+    return status
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    status, report = render_trail(args.path, sys.stdout)
+    sys.stdout.flush()
+    print(f"telewarden audit render: {report}", file=sys.stderr)
     return status
 
 

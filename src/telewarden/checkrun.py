@@ -243,6 +243,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"telewarden check: {e}", file=sys.stderr)
         return EXIT_ERROR
     engine = load_engine(args, waivers)
+    show_values = getattr(args, "show_values", False)
+    if show_values:
+        if args.format != "text":
+            print("telewarden check: --show-values is for the text report only", file=sys.stderr)
+            return EXIT_ERROR
+        engine.keep_values = True  # raw values stay in Finding.value: never in a record
+        out.write(render.RAW_VALUES_BANNER + "\n\n")
     expect = args.expect_no_telemetry
     if expect not in (None, "*") and expect not in {p.id for p in engine.packs}:
         if Path(expect).exists():  # `--expect-no-telemetry flows.mitm`: the value was a path
@@ -312,7 +319,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
                     if args.format == "json":
                         out.write(json.dumps(record) + "\n")
                     elif verdict.findings or no_telemetry:
-                        out.write(render.block(record) + "\n\n")
+                        values = [(f.raw_pointer, f.value) for f in verdict.findings] if show_values else None
+                        out.write(render.block(record, values) + "\n\n")
         live_flagged += live_flow.finish(out if args.format == "text" else None)
     finally:
         progress.done()
@@ -328,6 +336,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             log.problem(f"--junit {args.junit}: cannot write: {e.strerror}")
     if args.format == "text":
         out.write(summary_line(decisions, nfindings, flagged, judged) + f"; {passed} other messages passed through\n")
+        if show_values:
+            out.write(render.RAW_VALUES_BANNER + "\n")
         if waivers:
             out.write("waived: " + "; ".join(f"{r} ({why})" for r, why in waivers.items()) + "\n")
         if log.skipped:

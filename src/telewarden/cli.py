@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write the flows with scrubbed bodies (.har for HAR, else mitm flows)")
     check.add_argument("--progress", choices=["auto", "always", "never"], default="auto",
                        help="progress bar on stderr (auto: only when stderr is a terminal and not in CI)")
+    check.add_argument("--show-values", action="store_true",
+                       help="print the offending raw values (and key names) in the text report, for a local "
+                            "reviewer; the report then holds what leaked and is marked so. Never in JSON, "
+                            "JUnit or an audit trail")
     check.set_defaults(func=cmd_check)
 
     from . import runner  # noqa: PLC0415 (keeps `check` free of the proxy's imports)

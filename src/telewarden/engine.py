@@ -226,14 +226,17 @@ class Engine:
                     kpath = (*path, key)
                     parent = _get(doc, path, None)
                     value = parent.get(key) if isinstance(parent, dict) else None
-                    self._add(work, pack, f"{pack.id}.schema.unknown-key", self._safe_pointer(pack, kpath), value,
+                    # _add shows the pointer through _safe_pointer: an unknown key is the sender's
+                    self._add(work, pack, f"{pack.id}.schema.unknown-key", "", value,
                               f"key not in the {kind.id} schema", pack.generic_promise, Severity.HIGH,
                               kpath, repair=lambda v: DROP, repair_text="dropped")
             else:
                 value = _get(doc, path, None)
-                self._add(work, pack, f"{pack.id}.schema.{_kebab(keyword)}", self._safe_pointer(pack, path), value,
+                # the schema path is the pack's own text; the instance path goes through _safe_pointer
+                # (a path without a repair adds no fix)
+                self._add(work, pack, f"{pack.id}.schema.{_kebab(keyword)}", "", value,
                           f"fails {keyword!r} of the {kind.id} schema ({'/'.join(map(str, err.schema_path))})",
-                          pack.generic_promise, Severity.HIGH, None, unrepairable=True)
+                          pack.generic_promise, Severity.HIGH, path, unrepairable=True)
 
     def _walk(self, pack: Pack, value: Any, path: tuple, owned: dict | None, work: _Work, plan: Any = True) -> None:
         """Run the detectors on every string that no rule owns, where the plan says one may be."""
@@ -307,13 +310,24 @@ class Engine:
              promise: str, severity: Severity, path: tuple | None, *, repair: Any = None,
              repair_text: str | None = None, preview_kind: str | None = None,
              unrepairable: bool = False) -> None:
+        """Every finding is made here. A body finding's pointer is rebuilt from its `path` through
+        _safe_pointer, so no caller can put a key the sender chose into a record."""
         waived = self._waived(rule_id)
         if unrepairable and waived is None:
             work.unrepairable = True
+        if path is not None:
+            pointer = self._safe_pointer(pack, path)
         finding = Finding(rule_id, pointer, message, promise, severity,
                           digest=self.digest(value) if value is not None else None,
                           preview=_preview(value, preview_kind) if value is not None else None,
                           repair=repair_text, waived=waived)
+        if self.keep_values:  # local reports only (check --show-values): never in to_dict()
+            finding.value = value
+            if path is not None:
+                finding.raw_pointer = format_pointer(path)
+            elif pointer.startswith("header:"):
+                raw_names = self.__dict__.get("_raw_names", {})
+                finding.raw_pointer = "header:" + raw_names.get(pointer[7:], pointer[7:])
         work.findings.append(finding)
         if waived is None and repair is not None and path is not None:
             work.fixes.append(_Fix(path, repair))
@@ -326,14 +340,91 @@ class Engine:
             self._waiver_cache[rule_id] = reason
             return reason
 
+    # Set True by a local caller (check --show-values) to get each finding's raw value and pointer
+    # in Finding.value / Finding.raw_pointer; neither is ever serialised (Finding.to_dict).
+    keep_values = False
+
     def _safe_pointer(self, pack: Pack, path: tuple) -> str:
-        """Keys that look identifying are shown by digest, never verbatim."""
-        return format_pointer(
-            p if isinstance(p, int) or (len(p) <= 64 and not pack.detectors.first(p)) else f"(key:{self.digest(p)[12:24]})"
-            for p in path)
+        """Known names only: array indices and the names the pack or its schemas know are shown;
+        any other key (or header name) is the sender's to choose, and could be a table name, a flag
+        or an escape sequence, so it is shown as `(key:<hmac 12 hex>, N chars)` instead."""
+        known = _known_names(pack)
+        out: list[str | int] = []
+        hidden = False
+        for p in path:
+            if type(p) is int or p in known or (p[:8] == "trailer:" and p[8:] in known):
+                out.append(p)
+            elif p[:8] == "trailer:":  # the adapter's prefix for a trailer is ours to show
+                out.append("trailer:" + self._key_preview(pack, p[8:]))
+                hidden = True
+            else:
+                out.append(self._key_preview(pack, p))
+                hidden = True
+        safe = format_pointer(out)
+        if hidden and self.keep_values and len(path) == 1:  # a header name, for the local report
+            raw_names = self.__dict__.setdefault("_raw_names", {})
+            if len(raw_names) < 4096:
+                raw_names[safe[1:]] = format_pointer(path)[1:]
+        return safe
+
+    def _key_preview(self, pack: Pack, key: Any) -> str:
+        key = str(key)
+        looks = pack.detectors.scan(key) if pack.detectors.first(key) else []
+        return (f"(key:{self.digest(key)[12:24]}, {len(key)} chars"
+                + (f", looks like {_kinds(looks)})" if looks else ")"))
 
 
 _MISSING = object()
+
+# Header names from the HTTP standards (RFC 9110/9111/9112/9113, 6265, 6455, Fetch): public
+# vocabulary, not the sender's data, so `header:cookie` can be named. Any other header name
+# (`x-acme-customers`) is shown like an unknown JSON key.
+STANDARD_HEADERS = frozenset("""
+accept accept-charset accept-encoding accept-language accept-ranges access-control-request-headers
+access-control-request-method age allow authorization cache-control connection content-disposition
+content-encoding content-language content-length content-location content-range content-type cookie
+date dnt early-data etag expect forwarded from host if-match if-modified-since if-none-match if-range
+if-unmodified-since keep-alive last-modified link location max-forwards origin pragma priority
+proxy-authorization proxy-connection range referer retry-after sec-fetch-dest sec-fetch-mode
+sec-fetch-site sec-fetch-user sec-websocket-extensions sec-websocket-key sec-websocket-protocol
+sec-websocket-version server set-cookie te trailer transfer-encoding upgrade
+upgrade-insecure-requests user-agent via warning www-authenticate x-forwarded-for
+x-forwarded-host x-forwarded-proto x-requested-with :authority :method :path :scheme :protocol
+""".split())
+
+_KNOWN_NAMES: dict[int, tuple[Pack, frozenset[str]]] = {}
+
+
+def _known_names(pack: Pack) -> frozenset[str]:
+    """The names a record may show verbatim for this pack, computed once per loaded pack (first
+    use) and cached by identity: property names its kinds' JSON Schemas declare, the tokens of
+    its rule and kind pointers, its endpoints' header allow-lists and header rules, and the
+    standard HTTP header names."""
+    hit = _KNOWN_NAMES.get(id(pack))
+    if hit is not None and hit[0] is pack:
+        return hit[1]
+    from . import schemaplan  # noqa: PLC0415
+
+    names: set[str] = set(STANDARD_HEADERS)
+    for kind in pack.kinds:
+        names |= schemaplan.known_names(kind.schema)
+        for pointer, _ in kind.when:
+            names.update(pointer)
+        for pointer in kind.has:
+            names.update(pointer)
+    for rule in pack.rules:
+        for pointer in rule.pointers:
+            names.update(pointer)
+        names.update(rule.headers)
+    for endpoint in pack.endpoints:
+        names.update(endpoint.header_allow or ())
+        names.update(endpoint.header_rules)
+    names.discard("*")
+    known = frozenset(names)
+    if len(_KNOWN_NAMES) >= 64:  # packs are replaced on reload: keep the cache bounded
+        _KNOWN_NAMES.clear()
+    _KNOWN_NAMES[id(pack)] = (pack, known)
+    return known
 
 
 def _get(doc: Any, path: tuple, default: Any) -> Any:

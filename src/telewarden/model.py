@@ -88,9 +88,17 @@ class Finding:
     preview: str | None = None  # safe preview: type, length, what a detector thinks it is
     repair: str | None = None  # what scrub does / did, None when it cannot repair
     waived: str | None = None  # reason, when a --allow waiver covers this rule
+    # Local only (Engine.keep_values, for `check --show-values`): the raw value and the pointer with
+    # the sender's own key names. Never serialised: to_dict() leaves them out, so no record, trail,
+    # JUnit report or JSON output can carry them.
+    value: Any = field(default=None, repr=False, compare=False)
+    raw_pointer: str | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+        return {k: v for k in _FINDING_FIELDS if (v := getattr(self, k)) is not None}
+
+
+_FINDING_FIELDS = ("rule", "pointer", "message", "promise", "severity", "digest", "preview", "repair", "waived")
 
 
 @dataclass(slots=True)

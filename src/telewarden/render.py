@@ -3,10 +3,18 @@
 The same record feeds the JSON Lines audit log, `check --format json`, the JUnit report and
 the human views (audit.log, the check report, pytest assertion messages), so every view says
 the same thing about a message.
+
+A record never repeats what the sender chose (engine.py shows unknown keys and header names by
+digest; here a Content-Encoding the sender made up is not echoed either). The human view escapes
+every control character and every character that could reorder or break a line (bidi controls,
+U+2028/2029, NEL, zero-width and tag characters), so one record is always one header line plus
+indented lines, and no field can forge a line that reads as another record.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import textwrap
 import time
 from typing import Any
@@ -34,8 +42,57 @@ def record(verdict: Verdict, ex: Exchange, source: str | None = None) -> dict[st
     if source:
         rec["source"] = source
     if verdict.error:
-        rec["error"] = verdict.error
+        rec["error"] = _safe_text(verdict.error)
+    for f in rec["findings"]:
+        if f["rule"].startswith("telewarden.body."):
+            f["message"] = _safe_text(f["message"])
     return rec
+
+
+# Content-Encoding tokens of the HTTP registry: these may be named; anything else is the sender's.
+KNOWN_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd", "compress", "x-compress", "identity"})
+_ENCODING_IN_TEXT = re.compile(r"(Content-Encoding )(.*)$", re.S)
+
+
+def shown_encoding(value: str) -> str:
+    """A Content-Encoding header as a record may show it: registered tokens only."""
+    tokens = [t.strip().lower() for t in value.split(",")]
+    if tokens and all(t in KNOWN_ENCODINGS for t in tokens):
+        return ", ".join(tokens)
+    return f"(unregistered value, {len(value)} chars)"
+
+
+def _safe_text(text: str) -> str:
+    """Body problems are written by the adapters; one of them names the Content-Encoding the
+    sender gave, which could be anything (`Content-Encoding: acme_customers`)."""
+    m = _ENCODING_IN_TEXT.search(text)
+    if m is None:
+        return text
+    value = m.group(2)
+    return text[: m.start(2)] + (value if value.startswith("(") and value.endswith(")") and
+                                  value[1:-1].replace(" ", "").isalpha() else shown_encoding(value))
+
+
+# Control characters (C0, DEL, C1 incl. NEL), soft hyphen, Arabic letter mark, Mongolian vowel
+# separator, zero-width and bidi controls (U+200B-200F, U+202A-202E, U+2066-2069), line and
+# paragraph separators, word joiner and invisible operators, BOM, interlinear annotations, tag
+# characters, lone surrogates; and the backslash itself, so that an escape is unambiguous.
+_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+                     r"\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff\U000e0000-\U000e007f]")
+
+
+def _escape_char(m: re.Match) -> str:
+    c = m.group()
+    if c == "\\":
+        return "\\\\"
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def escape(text: Any) -> str:
+    """Text as a human log may hold it: one line, no control or direction-changing characters."""
+    text = str(text)
+    return _UNSAFE.sub(_escape_char, text) if _UNSAFE.search(text) else text
 
 
 def _destination(verdict: Verdict, ex: Exchange) -> str:
@@ -60,27 +117,55 @@ def _label(rec: dict[str, Any]) -> str:
     return decision
 
 
-def block(rec: dict[str, Any]) -> str:
-    """A short, aligned, greppable block: header line, then two or three lines per finding."""
-    what = f"{rec.get('pack') or '-'}/{rec.get('kind') or rec.get('endpoint') or '-'}"
-    head = f"{rec['time']}  {_label(rec):<10} {what:<26} {rec['method']:<4} {rec['destination']}"
+def block(rec: dict[str, Any], values: list[tuple[str | None, Any]] | None = None) -> str:
+    """A short, aligned, greppable block: header line, then two or three lines per finding.
+
+    Every field is escaped (`escape`): the header line is the only line that starts in column 0,
+    and no field can add a line. `values` (check --show-values only, never for a trail): per
+    finding, (raw pointer or None, raw value), printed under the finding and marked as raw."""
+    e = escape
+    what = e(f"{rec.get('pack') or '-'}/{rec.get('kind') or rec.get('endpoint') or '-'}")
+    head = f"{e(rec['time'])}  {_label(rec):<10} {what:<26} {e(rec['method']):<4} {e(rec['destination'])}"
     if rec.get("source"):
-        head += f"  [{rec['source']}]"
+        head += f"  [{e(rec['source'])}]"
     lines = [head]
     if rec.get("error") and not rec["findings"]:
-        lines.append(f"    error: {rec['error']}")
-    for f in rec["findings"]:
-        lines.append(f"    {f['rule']:<36} {f['pointer'] or '(message)':<34} {f['severity']}")
-        lines.append(f"        {f['message']}")
-        lines.extend(textwrap.wrap(f'promise: "{f["promise"]}"', 96, initial_indent=" " * 8,
+        lines.append(f"    error: {e(rec['error'])}")
+    for i, f in enumerate(rec["findings"]):
+        lines.append(f"    {e(f['rule']):<36} {e(f['pointer'] or '(message)'):<34} {e(f['severity'])}")
+        lines.append(f"        {e(f['message'])}")
+        lines.extend(textwrap.wrap(f'promise: "{e(f["promise"])}"', 96, initial_indent=" " * 8,
                                    subsequent_indent=" " * 17))
         tail = []
         if f.get("preview"):
-            tail.append(f"value: {f['preview']}" + (f" ({f['digest']})" if f.get("digest") else ""))
-        tail.append(f"scrub: {f.get('repair') or 'cannot repair: blocks in scrub mode'}")
+            tail.append(f"value: {e(f['preview'])}" + (f" ({e(f['digest'])})" if f.get("digest") else ""))
+        tail.append(f"scrub: {e(f.get('repair') or 'cannot repair: blocks in scrub mode')}")
         lines.append("        " + "; ".join(tail))
         if f.get("waived"):
-            lines.append(f"        waived: {f['waived']}")
+            lines.append(f"        waived: {e(f['waived'])}")
+        if values is not None and i < len(values):
+            raw_pointer, value = values[i]
+            if raw_pointer is not None and raw_pointer != f["pointer"]:
+                lines.append(f"        RAW pointer: {e(raw_pointer)}")
+            if f.get("preview"):
+                lines.append(f"        RAW value: {raw_value(value)}")
     if rec.get("error") and rec["findings"] and rec["decision"] == Decision.BLOCKED:
-        lines.append(f"    reason: {rec['error']}")
+        lines.append(f"    reason: {e(rec['error'])}")
     return "\n".join(lines)
+
+
+RAW_VALUES_BANNER = ("WARNING: --show-values: this report contains RAW VALUES from the messages (lines marked RAW): "
+                     "what leaked, for a local reviewer. Do not attach it to a ticket, a CI log or an audit trail.")
+
+
+def raw_value(value: Any, limit: int = 2000) -> str:
+    """A raw value for a local report (check --show-values): JSON, escaped, cut at `limit` chars."""
+    if isinstance(value, str):
+        text = f'"{value}"'  # as written, then escaped once (no JSON escapes to escape again)
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError):
+            text = repr(value)
+    more = len(text) - limit
+    return escape(text[:limit]) + (f" ... ({more} more chars)" if more > 0 else "")

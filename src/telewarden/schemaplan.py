@@ -125,3 +125,47 @@ def possible(schema: Any, pointer: tuple[str, ...], root: dict | None = None, de
         if (tok == "*" or tok.isdigit()) and possible(schema.get("items", True), rest, root, depth + 1):
             return True
     return False
+
+
+def known_names(schema: Any) -> set[str]:
+    """Every object key a kind's schema names: `properties`, `required`, `dependentRequired`,
+    `dependentSchemas`, `propertyNames` `enum`/`const`, anywhere in the schema (`$defs`, branches).
+
+    Each of these was written by the pack's author, so a pointer made of them is the pack's
+    vocabulary, not the sender's. Keys the schema admits without naming them (`additionalProperties`,
+    `patternProperties`) are the sender's choice and are not here.
+    """
+    names: set[str] = set()
+    stack = [schema]
+    seen = 0
+    while stack and seen < 100_000:
+        node = stack.pop()
+        seen += 1
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for kw in ("properties", "dependentRequired", "dependentSchemas"):
+            sub = node.get(kw)
+            if isinstance(sub, dict):
+                names.update(k for k in sub if isinstance(k, str))
+                if kw == "dependentRequired":
+                    names.update(k for v in sub.values() if isinstance(v, list) for k in v if isinstance(k, str))
+        req = node.get("required")
+        if isinstance(req, list):
+            names.update(k for k in req if isinstance(k, str))
+        pn = node.get("propertyNames")
+        if isinstance(pn, dict):
+            names.update(k for k in pn.get("enum", []) if isinstance(k, str))
+            if isinstance(pn.get("const"), str):
+                names.add(pn["const"])
+        for key, sub in node.items():
+            if key in ("enum", "const", "examples", "default", "description", "title", "$comment"):
+                continue  # values, not schemas
+            if key in ("properties", "dependentSchemas", "$defs", "definitions", "patternProperties"):
+                if isinstance(sub, dict):
+                    stack.extend(sub.values())
+            elif isinstance(sub, (dict, list)):
+                stack.append(sub)
+    return names

@@ -123,23 +123,27 @@ async def read_line(reader: asyncio.StreamReader, limit: int, what: str) -> byte
 async def read_request(reader: asyncio.StreamReader, limits: Limits) -> Request:
     """The ICAP request line, headers and (for REQMOD) the encapsulated HTTP head. The body, if
     any, is left on the stream for read_body. Raises Closed on a clean EOF before a request."""
-    lines: list[bytes] = []
-    used = 0
-    while True:
+    for _ in range(4):
         try:
-            line = await read_line(reader, limits.max_icap_head - used, "ICAP header block")
-        except Closed:
-            if lines:
-                raise ICAPError(400, "connection closed inside the ICAP header block") from None
-            raise
-        used += len(line) + 2
-        if not line:
-            if not lines:
-                continue  # tolerate a stray CRLF between requests (as HTTP does)
+            block = await reader.readuntil(b"\r\n\r\n")  # one read: the reader's own limit bounds it
+        except asyncio.LimitOverrunError:
+            raise ICAPError(400, "ICAP header block too long") from None
+        except asyncio.IncompleteReadError as e:
+            if not e.partial.strip(b"\r\n"):
+                raise Closed from None
+            raise ICAPError(400, "connection closed inside the ICAP header block") from None
+        block = block.lstrip(b"\r\n")  # tolerate stray CRLFs between requests (as HTTP does)
+        if block:
             break
-        lines.append(line)
-        if len(lines) > limits.max_icap_headers + 1:
-            raise ICAPError(400, "too many ICAP headers")
+    else:
+        raise ICAPError(400, "empty lines instead of an ICAP request")
+    if len(block) > limits.max_icap_head:
+        raise ICAPError(400, "ICAP header block too long")
+    lines = block[:-4].split(b"\r\n")
+    if len(lines) > limits.max_icap_headers + 1:
+        raise ICAPError(400, "too many ICAP headers")
+    if any(b"\n" in x or b"\r" in x for x in lines):
+        raise ICAPError(400, "bare CR or LF in the ICAP header block")
     parts = lines[0].split(b" ")
     if len(parts) != 3:
         raise ICAPError(400, "malformed ICAP request line")

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .. import __version__
 from ..model import Decision, Mode
@@ -199,7 +200,11 @@ def make_istag(judge: Judge) -> str:
     h = hashlib.sha256(judge.mode.value.encode())
     for pack in judge.engine.packs:
         h.update(pack.id.encode())
-        for f in sorted(pack.files()):
+        try:
+            files = sorted(pack.files())
+        except Exception:  # noqa: BLE001 - the tag names the configuration; it must never stop the service
+            files = [Path(getattr(pack, "file", pack.id))]
+        for f in files:
             try:
                 h.update(f.read_bytes())
             except OSError:

@@ -104,3 +104,18 @@ def test_raw_values_appear_only_when_asked_and_are_marked():
 def test_raw_value_is_cut_at_a_limit():
     out = render.raw_value("x" * 5000, limit=100)
     assert out.endswith("(4902 more chars)") and out.count("x") == 99  # the opening quote counts
+
+
+def test_a_decision_field_from_a_tampered_trail_is_escaped_too():
+    rec = nasty_record()
+    rec["decision"] = "blocked\x1b[2J\nforged"
+    text = render.block(rec)
+    assert not DANGEROUS.search(text) and len([ln for ln in text.split("\n") if not ln.startswith(" ")]) == 1
+
+
+def test_summary_of_a_tampered_trail_is_escaped():
+    from telewarden import audit
+
+    s = {"messages": [{"pack": "h\x1b]0;x\x07", "kind": "k\n", "decision": "d\u202e", "count": 1}],
+         "rules": [{"rule": "r\x1b", "count": 1, "decisions": {"blocked\x85": 1}, "promise": "p\u2028"}]}
+    assert not DANGEROUS.search(audit.format_summary(s))

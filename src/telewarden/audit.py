@@ -403,15 +403,16 @@ def summarize(path: Path) -> dict[str, Any]:
 
 
 def format_summary(s: dict[str, Any]) -> str:
+    e = render.escape  # a tampered trail must not drive the reader's terminal either
     out = ["messages by vendor, kind and decision:"]
     for m in s["messages"]:
-        out.append(f"  {m['count']:>8}  {m['pack']:<10} {m['kind']:<20} {m['decision']}")
+        out.append(f"  {m['count']:>8}  {e(m['pack']):<10} {e(m['kind']):<20} {e(m['decision'])}")
     out.append("")
     out.append("findings by rule:")
     for r in s["rules"]:
-        decisions = ", ".join(f"{n} {d}" for d, n in sorted(r["decisions"].items()))
-        out.append(f"  {r['count']:>8}  {r['rule']:<36} ({decisions})")
-        out.append(f"            promise: \"{r['promise']}\"")
+        decisions = ", ".join(f"{n} {e(d)}" for d, n in sorted(r["decisions"].items()))
+        out.append(f"  {r['count']:>8}  {e(r['rule']):<36} ({decisions})")
+        out.append(f"            promise: \"{e(r['promise'])}\"")
     return "\n".join(out)
 
 

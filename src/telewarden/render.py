@@ -123,9 +123,15 @@ def block(rec: dict[str, Any], values: list[tuple[str | None, Any]] | None = Non
     Every field is escaped (`escape`): the header line is the only line that starts in column 0,
     and no field can add a line. `values` (check --show-values only, never for a trail): per
     finding, (raw pointer or None, raw value), printed under the finding and marked as raw."""
-    e = escape
+    text, nlines = _block(rec, values, str)  # the usual case: nothing to escape, checked once
+    if text.count("\n") == nlines - 1 and not _UNSAFE.search(text.replace("\n", " ")):
+        return text
+    return _block(rec, values, escape)[0]
+
+
+def _block(rec: dict[str, Any], values: list[tuple[str | None, Any]] | None, e) -> tuple[str, int]:
     what = e(f"{rec.get('pack') or '-'}/{rec.get('kind') or rec.get('endpoint') or '-'}")
-    head = f"{e(rec['time'])}  {_label(rec):<10} {what:<26} {e(rec['method']):<4} {e(rec['destination'])}"
+    head = f"{e(rec['time'])}  {e(_label(rec)):<10} {what:<26} {e(rec['method']):<4} {e(rec['destination'])}"
     if rec.get("source"):
         head += f"  [{e(rec['source'])}]"
     lines = [head]
@@ -151,7 +157,7 @@ def block(rec: dict[str, Any], values: list[tuple[str | None, Any]] | None = Non
                 lines.append(f"        RAW value: {raw_value(value)}")
     if rec.get("error") and rec["findings"] and rec["decision"] == Decision.BLOCKED:
         lines.append(f"    reason: {e(rec['error'])}")
-    return "\n".join(lines)
+    return "\n".join(lines), len(lines)
 
 
 RAW_VALUES_BANNER = ("WARNING: --show-values: this report contains RAW VALUES from the messages (lines marked RAW): "

@@ -286,11 +286,11 @@ def _har_flow(entry: Any) -> tuple[http.HTTPFlow, list[int], list[str]]:
     except ValueError as e:
         raise _Bad(f"the URL cannot be parsed: {_short(e)}") from None
     scheme = parts.scheme.lower()
-    if not scheme or not parts.netloc:
-        raise _Skip("relative URL (no scheme or host)")
-    if scheme not in _SCHEMES:
+    if scheme and scheme not in _SCHEMES:
         shown = scheme if len(scheme) <= 20 else scheme[:20] + "…"
         raise _Skip(f"{shown}: URL")
+    if not scheme or not parts.netloc:
+        raise _Skip("relative URL (no scheme or host)")
     # ws(s):// handshakes as the http(s) requests they are, so the default ports are 80/443.
     url = _SCHEMES[scheme] + url.strip()[len(scheme):]
     headers, authority = _headers(req.get("headers", []), "request")

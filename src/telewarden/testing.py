@@ -15,7 +15,7 @@ from typing import Any
 
 from . import render
 from .engine import Engine
-from .flows import read
+from .flows import InputError, ReadLog, read
 from .model import Decision, Finding, Mode, Verdict
 from .packs import load_packs
 
@@ -53,9 +53,12 @@ def _contains(actual: Any, expected: Any) -> bool:
 
 
 class Recording:
-    def __init__(self, messages: list[Message], passed_through: int) -> None:
+    def __init__(self, messages: list[Message], passed_through: int, log: ReadLog | None = None) -> None:
         self.messages = messages
         self.passed_through = passed_through
+        log = log if log is not None else ReadLog()
+        self.skipped = dict(log.skipped)  # reason -> entries that cannot be telemetry (data: URLs, ...)
+        self.warnings = list(log.warnings)  # e.g. WebSocket handshakes whose messages were not recorded
 
     def __iter__(self) -> Iterator[Message]:
         return iter(self.messages)
@@ -98,11 +101,13 @@ class Checker:
         self.mode = Mode(mode)
 
     def load(self, *paths: str | os.PathLike) -> Recording:
+        """Judge every message of the recordings. An unreadable part raises InputError naming
+        each one, after everything else was read (as `check` exits 2)."""
         from . import strictjson
 
-        messages, passed = [], 0
+        messages, passed, log = [], 0, ReadLog()
         for path in paths:
-            for rec in read(Path(path)):
+            for rec in read(Path(path), log=log):
                 verdict = self.engine.inspect(rec.exchange, self.mode)
                 if verdict.decision is Decision.PASSED_THROUGH:
                     passed += 1
@@ -112,4 +117,6 @@ class Checker:
                 except ValueError:
                     payload = None
                 messages.append(Message(rec.source, verdict, render.record(verdict, rec.exchange, rec.source), payload))
-        return Recording(messages, passed)
+        if log.problems:
+            raise InputError("\n".join(log.problems))
+        return Recording(messages, passed, log)

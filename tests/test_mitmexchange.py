@@ -16,6 +16,7 @@ from telewarden.model import Decision, Mode, Repaired
 def flow(url="https://telemetry.hasura.io/v1/http", body=b"", headers=()):
     f = tflow.tflow()
     f.request = http.Request.make("POST", url, body, dict(headers) if headers else {})
+    f.client_conn.sni = f.server_conn.sni = f.request.host  # as a real client and mitmproxy would
     return f
 
 

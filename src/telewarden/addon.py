@@ -26,9 +26,11 @@ from telewarden.audit import AuditError, AuditTrail
 from telewarden.cli import parse_waivers
 from telewarden.engine import DEFAULT_MAX_BODY, UNVERIFIABLE, Engine, Limits
 from telewarden.mitmexchange import apply_to_request, candidate_hosts, http_exchange, websocket_exchange
+from telewarden.names import normalize_host
 from telewarden.model import Decision, Exchange, Finding, Mode, Severity, Transport, Verdict
 from telewarden.packs import PackError, load_packs
 from telewarden.render import record
+from telewarden.transport import GUARD_KEY, TransportGuard, install_websocket_guard
 
 log = logging.getLogger("telewarden")
 
@@ -37,6 +39,14 @@ _MARKS = {Decision.BLOCKED: ":no_entry:", Decision.SCRUBBED: ":broom:", Decision
 _OPTIONS = ("telewarden_mode", "telewarden_rules", "telewarden_bundled", "telewarden_audit",
             "telewarden_max_body", "telewarden_allow", "telewarden_block_status",
             "telewarden_audit_max_bytes")
+_RESOLVE_HOSTS, _RESOLVE_ADDRESSES, _RESOLVE_TIMEOUT = 256, 64, 5.0  # bounds of one resolver round
+_NOT_HTTP = {
+    "tcp": "the connection to a claimed destination does not start with an HTTP request (no ALPN, first bytes "
+           "not a request line); relayed raw, nothing in it could be judged",
+    "udp": "UDP to a claimed destination; relayed raw, nothing in it could be judged",
+    "rawquic": "QUIC without HTTP/3 to a claimed destination; relayed raw, nothing in it could be judged",
+    "dns": "DNS to a claimed destination's address; relayed raw, nothing in it could be judged",
+}
 
 
 class Telewarden:
@@ -48,6 +58,10 @@ class Telewarden:
         self.stream_limit: int | None = None  # stream_large_bodies, parsed once in configure
         self._watched: dict[Path, tuple[int, int]] = {}  # pack and schema files -> (mtime, size)
         self._watcher: asyncio.Task | None = None
+        self._resolver: asyncio.Task | None = None
+        # server connection id -> the name the client asked for, before any addon rewrote the
+        # address (an upstream rewrite must not make a claimed tunnel look unclaimed)
+        self._asked: dict[str, str] = {}
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -77,6 +91,18 @@ class Telewarden:
         loader.add_option("telewarden_reload_ms", int, 2000,
                           "Milliseconds between checks of the rule pack and schema files for changes (0: never). "
                           "A change reloads the packs; a broken pack keeps the last good ones in force.")
+        loader.add_option("telewarden_resolve_s", int, 300,
+                          "Seconds between resolutions of the packs' host names (0: never). A connection to one "
+                          "of their addresses (or a pack's `addresses:`) is claimed even when it names nothing "
+                          "(CONNECT to an IP without SNI, transparent mode). Never resolved per request.")
+        # Scripts load before mitmproxy's NextLayer addon, so the guard that sees its choice is
+        # added to the end of the chain; control frames need mitmproxy's WebSocket layer guarded.
+        guard = ctx.master.addons.get(TransportGuard.name)
+        if guard is None:
+            ctx.master.addons.add(TransportGuard(self._transport_decision))
+        else:  # the script was reloaded: the guard asks this instance from now on
+            guard.decide = self._transport_decision
+        install_websocket_guard(self._control_frame)
 
     def configure(self, updated: set[str]) -> None:
         if "stream_large_bodies" in updated:
@@ -110,6 +136,8 @@ class Telewarden:
                 raise exceptions.OptionsError(f"telewarden: {e}") from None
         engine = Engine(packs, digest_key=trail.key, limits=Limits(max_body=opts.telewarden_max_body),
                         waivers=waivers)
+        if self.engine is not None:
+            engine.set_resolved(self.engine.resolved)
         # Only now, with everything built, does the new configuration take over.
         if self.trail is not None and trail is not self.trail:
             self.trail.close()
@@ -123,8 +151,12 @@ class Telewarden:
         # addon unconfigured without an OptionsError; an error now makes mitmdump exit at startup.
         if self.engine is None:
             log.error("telewarden: not configured (see the option errors above); refusing to run")
-        elif self._watcher is None and ctx.options.telewarden_reload_ms > 0:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+            return
+        loop = asyncio.get_running_loop()
+        if self._watcher is None and ctx.options.telewarden_reload_ms > 0:
+            self._watcher = loop.create_task(self._watch())
+        if self._resolver is None and ctx.options.telewarden_resolve_s > 0:
+            self._resolver = loop.create_task(self._resolve_forever())
 
     @command.command("telewarden.reload")
     def reload(self) -> None:
@@ -147,7 +179,41 @@ class Telewarden:
                 self._watched = now  # a broken edit is reported once, not every interval
                 self.reload()
 
+    async def _resolve_forever(self) -> None:
+        """Resolve the packs' literal host names now and then, off the request path (bounded in
+        names, addresses and time), so their addresses are claimed too."""
+        while True:
+            try:
+                await self._resolve_once()
+            except Exception as e:  # noqa: BLE001 - never let the resolver die
+                log.debug(f"telewarden: resolving the packs' hosts failed: {type(e).__name__}")
+            await asyncio.sleep(max(ctx.options.telewarden_resolve_s, 5))
+
+    async def _resolve_once(self) -> None:
+        engine = self.engine
+        if engine is None:
+            return
+        loop = asyncio.get_running_loop()
+        names = [(h, p.id) for p in engine.packs for h in sorted(p.hosts)][:_RESOLVE_HOSTS]
+
+        async def one(host: str) -> set[str]:
+            try:
+                infos = await asyncio.wait_for(loop.getaddrinfo(host, None), _RESOLVE_TIMEOUT)
+            except (OSError, TimeoutError):
+                return set()
+            return {str(info[4][0]).split("%", 1)[0].lower() for info in infos[:_RESOLVE_ADDRESSES]}
+
+        found = await asyncio.gather(*(one(h) for h, _ in names))
+        addresses: dict[str, str] = {}
+        for (_, pack_id), ips in zip(names, found):
+            for ip in ips:
+                addresses.setdefault(ip, pack_id)
+        if engine is self.engine:
+            engine.set_resolved(addresses)
+
     def done(self) -> None:
+        if self._resolver is not None:
+            self._resolver.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
         if self.trail is not None:
@@ -172,7 +238,7 @@ class Telewarden:
                 return
             length = flow.request.headers.get("content-length")
             if length is None or not length.isdigit() or int(length) > limit:
-                ex = http_exchange(flow)
+                ex = http_exchange(flow, asked=self._asked_for(flow))
                 reason = (f"streamed: the body may exceed stream_large_bodies ({limit} bytes) and would "
                           f"pass the proxy uninspected; refused before sending")
                 finding = Finding("telewarden.body.streamed", "body", reason, UNVERIFIABLE, Severity.HIGH)
@@ -191,7 +257,7 @@ class Telewarden:
             return
         ex = None
         try:
-            ex = http_exchange(flow, self.engine.limits.max_body if self.engine else DEFAULT_MAX_BODY)
+            ex = http_exchange(flow, self.engine.limits.max_body if self.engine else DEFAULT_MAX_BODY, self._asked_for(flow))
             verdict = self._inspect(ex)
             if verdict.decision is Decision.PASSED_THROUGH:
                 return
@@ -212,7 +278,7 @@ class Telewarden:
             return
         ex = None
         try:
-            ex = websocket_exchange(flow, message.content, message.is_text, message.timestamp)
+            ex = websocket_exchange(flow, message.content, message.is_text, message.timestamp, self._asked_for(flow))
             verdict = self._inspect(ex)
             if verdict.decision is Decision.PASSED_THROUGH:
                 self._trim(flow)
@@ -227,6 +293,74 @@ class Telewarden:
         self._annotate(flow, verdict)
         self._trim(flow)
 
+    def server_connect(self, data: Any) -> None:
+        address = data.server.address
+        if address:
+            if len(self._asked) >= 65536:  # bounded: disconnects normally keep it small
+                self._asked.clear()
+            self._asked[data.server.id] = address[0]
+
+    def server_disconnected(self, data: Any) -> None:
+        self._asked.pop(data.server.id, None)
+
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        """Mark a claimed WebSocket so its client's control frames are emptied (scrub/block) or
+        recorded (audit): mitmproxy relays them without a hook (see transport.py)."""
+        try:
+            if self._claimed(flow):
+                flow.metadata[GUARD_KEY] = "record" if self.mode is Mode.AUDIT else "strip"
+        except Exception:  # noqa: BLE001 - fail closed: guard what could not be decided
+            flow.metadata[GUARD_KEY] = "strip"
+
+    def _control_frame(self, flow: http.HTTPFlow, what: str, payload: bytes) -> None:
+        """A ping/pong payload or close reason from the client of a claimed WebSocket."""
+        stripped = flow.metadata.get(GUARD_KEY) != "record"
+        ex = websocket_exchange(flow, b"", True, time.time(), self._asked_for(flow))
+        finding = Finding(f"telewarden.websocket.control-frame", f"frame:{what}",
+                          f"a WebSocket {what} frame carries a payload the sender chose (control frames are "
+                          f"relayed without being judged)", UNVERIFIABLE, Severity.HIGH,
+                          digest=self.engine.digest(payload.decode("utf-8", "surrogateescape")) if self.engine else None,
+                          preview=f"bytes, {len(payload)}",
+                          repair="payload removed (code kept)" if what == "close" else "payload removed")
+        verdict = Verdict(ex.id, Decision.SCRUBBED if stripped else Decision.FORWARDED, self.mode,
+                          findings=[finding], pack=self._pack_id(ex.hosts))
+        self._record(verdict, ex, flow)
+        self._annotate(flow, verdict)
+
+    def _transport_decision(self, names: tuple[str, ...], what: str, context: Any) -> str | None:
+        """Called by the TransportGuard when mitmproxy would relay a connection raw: None when no
+        pack claims it; otherwise record, and "audit" (relay) or "refuse" (HTTP or close)."""
+        asked = normalize_host(self._asked.get(context.server.id))
+        if asked and asked not in names:
+            names = (asked, *names)
+        try:
+            pack = self.engine.claim(names) if self.engine is not None else None
+        except Exception:  # noqa: BLE001 - fail closed
+            pack = None
+            if self.mode is not Mode.AUDIT:
+                return "refuse"
+        if pack is None:
+            return None
+        enforcing = self.mode is not Mode.AUDIT
+        reason = _NOT_HTTP.get(what, _NOT_HTTP["tcp"])
+        if enforcing:
+            reason = reason.replace("relayed raw, nothing in it could be judged",
+                                    "parsed as HTTP instead of relayed raw" if what == "tcp" else "connection closed")
+        port = context.server.address[1] if context.server.address else 0
+        ex = Exchange(transport=Transport.TCP if what == "tcp" else Transport.UDP, method="CONNECT", hosts=names,
+                      port=port, path="", scheme="tcp" if what == "tcp" else "udp", timestamp=time.time())
+        finding = Finding(f"telewarden.transport.{what}", "connection", reason, UNVERIFIABLE, Severity.HIGH,
+                          repair="parsed as HTTP" if what == "tcp" else None)
+        verdict = Verdict(ex.id, Decision.BLOCKED if enforcing else Decision.FORWARDED, self.mode,
+                          pack=pack.id, findings=[finding], error=reason)
+        verdict.host = next((h for h in names if self.engine.claims_name(pack, h)), None)
+        self._record(verdict, ex, None)
+        return "refuse" if enforcing else "audit"
+
+    def _pack_id(self, hosts: tuple[str, ...]) -> str | None:
+        pack = self.engine.claim(hosts) if self.engine is not None else None
+        return pack.id if pack is not None else None
+
     @staticmethod
     def _trim(flow: http.HTTPFlow) -> None:
         # mitmproxy's WebSocket layer relays through its own reference to the message, so dropping
@@ -238,7 +372,10 @@ class Telewarden:
     # -- helpers ----------------------------------------------------------------------------
 
     def _claimed(self, flow: http.HTTPFlow) -> bool:
-        return self.engine is not None and self.engine.claim(candidate_hosts(flow)) is not None
+        return self.engine is not None and self.engine.claim(candidate_hosts(flow, self._asked_for(flow))) is not None
+
+    def _asked_for(self, flow: http.HTTPFlow) -> str | None:
+        return self._asked.get(flow.server_conn.id)
 
     def _inspect(self, ex: Exchange) -> Verdict:
         if self.engine is None:
@@ -256,8 +393,9 @@ class Telewarden:
                           Severity.HIGH)
         return Verdict(ex_id, decision, self.mode, findings=[finding], error=reason)
 
-    def _record(self, verdict: Verdict, ex: Exchange | None, flow: http.HTTPFlow) -> None:
+    def _record(self, verdict: Verdict, ex: Exchange | None, flow: http.HTTPFlow | None) -> None:
         if ex is None:
+            assert flow is not None
             # the failure came before an Exchange existed: describe the request as it stands
             ex = Exchange(transport=Transport.HTTP, method=flow.request.method, hosts=(flow.request.pretty_host,),
                           port=flow.request.port, path=flow.request.path.split("?", 1)[0], timestamp=time.time())

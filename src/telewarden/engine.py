@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import ipaddress
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,10 +27,12 @@ from typing import Any
 
 from . import strictjson
 from .detectors import mask
+from .names import normalize_host
 from .model import Decision, Exchange, Finding, Mode, Repaired, Severity, Transport, Verdict, shown_method
 from .packs import DROP, Kind, Pack, Rule, format_pointer
 
 UNVERIFIABLE = "telewarden could not verify this message, so it cannot be shown to keep the vendor's promises"
+UNVERIFIABLE_TARGET = "what is forwarded is exactly what was judged"
 
 
 DEFAULT_MAX_BODY = 1 << 20  # bytes of decoded body inspected; larger is a finding
@@ -56,6 +59,8 @@ class _Work:
     fixes: list[_Fix] = field(default_factory=list)
     drop_headers: list[str] = field(default_factory=list)
     clear_query: bool = False
+    canonical_target: bool = False
+    set_host: bool = False
     unrepairable: bool = False
     error: str | None = None
 
@@ -69,6 +74,7 @@ class Engine:
         self._waivers = list((waivers or {}).items())
         self._waiver_cache: dict[str, str | None] = {}
         self._host_cache: dict[str, Pack | None] = {}
+        self._resolved: dict[str, Pack] = {}
 
     # -- public -----------------------------------------------------------------------------
 
@@ -79,7 +85,7 @@ class Engine:
             return Verdict(ex.id, Decision.PASSED_THROUGH, mode, size_in=len(ex.body), size_out=len(ex.body))
         verdict, work, doc = self._judge(pack, ex)
         verdict.mode = mode
-        verdict.host = next((h for h in ex.hosts if pack.claims(h)), None)
+        verdict.host = next((h for h in ex.hosts if self.claims_name(pack, h)), None)
         if work.findings and mode is not Mode.AUDIT:
             active = [f for f in work.findings if f.waived is None]
             if not active:
@@ -101,17 +107,44 @@ class Engine:
     # -- steps ------------------------------------------------------------------------------
 
     def claim(self, hosts: tuple[str, ...]) -> Pack | None:
-        """The first pack that claims any of these (normalised) host names, or None."""
+        """The first pack that claims any of these (normalised) host names or addresses, or None."""
         for host in hosts:
             try:
                 pack = self._host_cache[host]
             except KeyError:
-                pack = next((p for p in self.packs if p.claims(host)), None)
+                pack = next((p for p in self.packs if p.claims(host)), None) or self._claim_address(host)
                 if len(self._host_cache) < 4096:
                     self._host_cache[host] = pack
             if pack is not None:
                 return pack
         return None
+
+    def set_resolved(self, addresses: dict[str, str]) -> None:
+        """Addresses the packs' host names resolved to (address -> pack id), from the adapter's
+        periodic resolver: a connection to one of them is claimed even when it names nothing."""
+        by_id = {p.id: p for p in self.packs}
+        self._resolved = {a: by_id[i] for a, i in addresses.items() if i in by_id}
+        self._host_cache.clear()
+
+    @property
+    def resolved(self) -> dict[str, str]:
+        """The resolved addresses in force (address -> pack id)."""
+        return {a: p.id for a, p in self._resolved.items()}
+
+    def _claim_address(self, host: str) -> Pack | None:
+        if host in self._resolved:
+            return self._resolved[host]
+        if not any(p.addresses for p in self.packs):
+            return None
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        return next((p for p in self.packs if any(ip in net for net in p.addresses)), None)
+
+    def claims_name(self, pack: Pack, host: str) -> bool:
+        """Whether this pack claims this name or address (declared or resolved)."""
+        return pack.claims(host) or self._claim_address(host) is pack
 
     def _judge(self, pack: Pack, ex: Exchange) -> tuple[Verdict, _Work, Any]:
         verdict = Verdict(ex.id, Decision.FORWARDED, Mode.AUDIT, pack=pack.id)
@@ -143,6 +176,14 @@ class Engine:
         return verdict, work, doc
 
     def _check_request_line(self, pack: Pack, endpoint: Any, ex: Exchange, work: _Work) -> None:
+        if ex.target_problem:
+            # the raw target is the sender's to choose: shown by digest, never verbatim
+            self._add(work, pack, "telewarden.request.target", "path", ex.raw_target or ex.path,
+                      f"the request target is not in canonical form ({ex.target_problem}): a server could "
+                      f"read it differently from how it was judged", UNVERIFIABLE_TARGET, Severity.HIGH, None,
+                      repair_text="forwarded in canonical form")
+            work.canonical_target = True
+        self._check_names(pack, ex, work)
         if ex.query and endpoint.forbid_query:
             self._add(work, pack, f"{pack.id}.query", "query", ex.query,
                       "the endpoint takes no query string", pack.generic_promise, Severity.HIGH, None)
@@ -174,6 +215,29 @@ class Engine:
                               repair_text="header removed", preview_kind=_kinds(hits))
                     if lname not in work.drop_headers:
                         work.drop_headers.append(lname)
+
+    def _check_names(self, pack: Pack, ex: Exchange, work: _Work) -> None:
+        """Every name the request sends on (Host, :authority, SNI) names the claimed destination,
+        once: another name is data the sender chose (`Host: db.internal.example`)."""
+        hosts = 0
+        for where, raw in ex.sent_names:
+            if where == "header:host":
+                hosts += 1
+            name = normalize_host(raw)
+            if name is not None and self.claims_name(pack, name):
+                continue
+            sni = where == "tls:sni"
+            self._add(work, pack, "telewarden.request.other-host", where, raw,
+                      "names a host the pack does not claim" + (" (sent in the TLS handshake: cannot be "
+                                                                "repaired)" if sni else ""),
+                      pack.generic_promise, Severity.HIGH, None, unrepairable=sni,
+                      repair_text=None if sni else "set to the claimed host name")
+            work.set_host = not sni or work.set_host
+        if hosts > 1:
+            self._add(work, pack, "telewarden.request.other-host", "header:host", None,
+                      f"{hosts} Host headers: servers disagree on which one counts", pack.generic_promise,
+                      Severity.HIGH, None, repair_text="one Host header, the claimed host name")
+            work.set_host = True
 
     def _body(self, pack: Pack, ex: Exchange, verdict: Verdict, work: _Work) -> Any:
         if ex.body_problem:
@@ -275,12 +339,22 @@ class Engine:
             for fix in sorted(work.fixes, key=lambda f: -len(f.path)):
                 fixed = _apply(fixed, fix)
             body = strictjson.dumps(fixed)
+        host = verdict.host if work.set_host else None
         repaired = Repaired(body=body if work.fixes else None, drop_headers=tuple(work.drop_headers),
-                            clear_query=work.clear_query)
+                            clear_query=work.clear_query, target=ex.path if work.canonical_target else None,
+                            host=host)
+        if work.set_host and host is None:
+            verdict.decision = Decision.BLOCKED
+            verdict.error = "no claimed host name to put in Host"
+            return
+        names = ex.sent_names if host is None else (
+            *((w, n) for w, n in ex.sent_names if w == "tls:sni"), ("header:host", host))
         again = Exchange(ex.transport, ex.method, ex.hosts, ex.port, ex.path,
                          "" if work.clear_query else ex.query,
                          tuple(h for h in ex.headers if h[0].lower() not in work.drop_headers),
-                         body, None, ex.frame_is_text, ex.scheme, ex.id, ex.timestamp)
+                         body, None, ex.frame_is_text, ex.scheme,
+                         target_problem=None if work.canonical_target else ex.target_problem,
+                         sent_names=names, id=ex.id, timestamp=ex.timestamp)
         _, recheck, _ = self._judge(pack, again)
         left = [f for f in recheck.findings if f.waived is None]
         if left:

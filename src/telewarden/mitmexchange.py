@@ -4,50 +4,28 @@ addon.py and flows.py) that knows mitmproxy's types; live and recorded traffic s
 
 from __future__ import annotations
 
-import posixpath
-from urllib.parse import unquote
-
 from mitmproxy import http
 from mitmproxy.proxy import mode_specs
 
 from . import decoding
 from .engine import DEFAULT_MAX_BODY
 from .model import Exchange, Repaired, Transport
+from .names import normalize_host, normalize_path, target_problem
+
+__all__ = ["normalize_host", "normalize_path", "candidate_hosts", "http_exchange", "websocket_exchange",
+           "apply_to_request"]
 
 
-def normalize_host(host: str | None) -> str | None:
-    """Case, trailing dot, brackets and an explicit port never change which pack a name hits."""
-    if not host:
-        return None
-    h = host.strip().lower()
-    if h.startswith("["):  # [::1]:443
-        h = h[1:].split("]", 1)[0]
-    elif h.count(":") == 1:
-        h = h.split(":", 1)[0]
-    h = h.rstrip(".")
-    return h or None
-
-
-def normalize_path(raw: str) -> tuple[str, str]:
-    """Split off the query and canonicalise the path: percent-decoding, doubled slashes, dot
-    segments, a trailing slash and case, so `/V1//%68ttp/` is judged as `/v1/http`."""
-    path, _, query = raw.partition("?")
-    path = unquote(path.split("#", 1)[0], errors="replace")
-    path = posixpath.normpath("/" + path)
-    if path.startswith("//"):
-        path = "/" + path.lstrip("/")
-    return path.lower(), query
-
-
-def candidate_hosts(flow: http.HTTPFlow) -> tuple[str, ...]:
+def candidate_hosts(flow: http.HTTPFlow, asked: str | None = None) -> tuple[str, ...]:
     """Every name this request could be going to: request target, Host/:authority, TLS SNI, and
     in reverse mode the configured target (mitmproxy may have replaced the Host header and the
-    request host with the address it connected to, and plain HTTP has no SNI)."""
+    request host with the address it connected to, and plain HTTP has no SNI); `asked` is the
+    server address the client asked for before an addon rewrote it."""
     req = flow.request
     mode = flow.client_conn.proxy_mode
     reverse = mode.address[0] if isinstance(mode, mode_specs.ReverseMode) else None
     names = (req.host, req.authority, req.headers.get("host"), flow.client_conn.sni,
-             getattr(flow.server_conn, "sni", None), reverse)
+             getattr(flow.server_conn, "sni", None), reverse, asked)
     out: list[str] = []
     for n in names:
         h = normalize_host(n)
@@ -56,7 +34,7 @@ def candidate_hosts(flow: http.HTTPFlow) -> tuple[str, ...]:
     return tuple(out)
 
 
-def http_exchange(flow: http.HTTPFlow, max_body: int = DEFAULT_MAX_BODY) -> Exchange:
+def http_exchange(flow: http.HTTPFlow, max_body: int = DEFAULT_MAX_BODY, asked: str | None = None) -> Exchange:
     """The request as the engine sees it. The body is decoded with a ceiling of max_body + 1 bytes
     (a compression bomb is cut, and the engine then reports it as too large). Trailers are judged
     like headers, as `trailer:NAME`."""
@@ -78,16 +56,31 @@ def http_exchange(flow: http.HTTPFlow, max_body: int = DEFAULT_MAX_BODY) -> Exch
         headers += tuple((f"trailer:{k}", v) for k, v in req.trailers.items(multi=True))
     path, query = normalize_path(req.path)
     return Exchange(
-        transport=Transport.HTTP, method=req.method.upper(), hosts=candidate_hosts(flow),
+        transport=Transport.HTTP, method=req.method.upper(), hosts=candidate_hosts(flow, asked),
         port=req.port, path=path, query=query, headers=headers,
-        body=body, body_problem=problem, scheme=req.scheme, timestamp=req.timestamp_start or 0.0)
+        body=body, body_problem=problem, scheme=req.scheme, timestamp=req.timestamp_start or 0.0,
+        target_problem=target_problem(req.path, path), raw_target=req.path, sent_names=sent_names(flow))
 
 
-def websocket_exchange(flow: http.HTTPFlow, content: bytes, is_text: bool, timestamp: float) -> Exchange:
+def sent_names(flow: http.HTTPFlow) -> tuple[tuple[str, str], ...]:
+    """The names this request passes on to the server: each Host header, HTTP/2's :authority,
+    and the TLS SNI of the upstream connection (mitmproxy copies the client's)."""
+    req = flow.request
+    names = [("header:host", v) for v in req.headers.get_all("host")]
+    if req.http_version.startswith(("HTTP/2", "HTTP/3")) and req.authority:
+        names.append(("header::authority", req.authority))
+    sni = getattr(flow.server_conn, "sni", None) or flow.client_conn.sni
+    if sni and req.scheme == "https":
+        names.append(("tls:sni", sni))
+    return tuple(names)
+
+
+def websocket_exchange(flow: http.HTTPFlow, content: bytes, is_text: bool, timestamp: float,
+                       asked: str | None = None) -> Exchange:
     req = flow.request
     path, query = normalize_path(req.path)
     return Exchange(
-        transport=Transport.WEBSOCKET, method="WS", hosts=candidate_hosts(flow), port=req.port,
+        transport=Transport.WEBSOCKET, method="WS", hosts=candidate_hosts(flow, asked), port=req.port,
         path=path, query=query, body=content, frame_is_text=is_text,
         scheme="wss" if req.scheme == "https" else "ws", timestamp=timestamp)
 
@@ -100,7 +93,12 @@ def apply_to_request(req: http.Request, repaired: Repaired) -> None:
                 del req.trailers[name[len("trailer:"):]]
         else:
             del req.headers[name]
-    if repaired.clear_query:
+    if repaired.target is not None:
+        query = req.path.partition("#")[0].partition("?")[2]
+        req.path = repaired.target + (f"?{query}" if query and not repaired.clear_query else "")
+    elif repaired.clear_query:
         req.path = req.path.split("?", 1)[0]
+    if repaired.host is not None:
+        req.host_header = repaired.host  # one Host header (or :authority), the claimed name
     if repaired.body is not None:
         req.content = repaired.body  # mitmproxy re-applies Content-Encoding and the length

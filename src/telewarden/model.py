@@ -35,6 +35,8 @@ class Severity(enum.StrEnum):
 class Transport(enum.StrEnum):
     HTTP = "http"
     WEBSOCKET = "websocket"
+    TCP = "tcp"  # a connection that was not HTTP: recorded by the transport guard, never judged as a body
+    UDP = "udp"
 
 
 _ids = itertools.count(1)
@@ -68,6 +70,13 @@ class Exchange:
     body_problem: str | None = None
     frame_is_text: bool = True
     scheme: str = "https"
+    # Why the raw request target differs from the canonical `path` it is judged as ("fragment",
+    # "non-canonical"), or None. The adapter forwards the canonical form in scrub mode.
+    target_problem: str | None = None
+    raw_target: str = ""  # the request target as sent (for the digest when it is not canonical)
+    # Names the request sends on to the server, as (where, raw value): every Host header,
+    # `:authority`, the TLS SNI. Each must name the claimed destination.
+    sent_names: tuple[tuple[str, str], ...] = ()
     id: str = field(default_factory=lambda: f"m{next(_ids)}")
     timestamp: float = field(default_factory=time.time)
 
@@ -103,11 +112,14 @@ _FINDING_FIELDS = ("rule", "pointer", "message", "promise", "severity", "digest"
 
 @dataclass(slots=True)
 class Repaired:
-    """What scrub changes on the exchange: a new body, dropped headers, a cleared query."""
+    """What scrub changes on the exchange: a new body, dropped headers, a cleared query, the
+    canonical target, the claimed host name."""
 
     body: bytes | None = None
     drop_headers: tuple[str, ...] = ()
     clear_query: bool = False
+    target: str | None = None  # forward this canonical path instead of the raw target
+    host: str | None = None  # set Host / :authority to this claimed name (one header)
 
 
 @dataclass(slots=True)

@@ -108,12 +108,25 @@ class Upstream:
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         self._note(Received("http", request.method, request.path_qs, dict(request.headers), b""))
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(autoping=False)  # pings and pongs are recorded, payload and all
         await ws.prepare(request)
-        async for msg in ws:
+        while True:
+            msg = await ws.receive()
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 data = msg.data.encode() if msg.type == WSMsgType.TEXT else msg.data
                 self._note(Received("ws", "WS", request.path, {}, data, msg.type == WSMsgType.TEXT))
+            elif msg.type == WSMsgType.PING:
+                self._note(Received("ws-control", "PING", request.path, {}, bytes(msg.data)))
+                await ws.pong(msg.data)
+            elif msg.type == WSMsgType.PONG:
+                self._note(Received("ws-control", "PONG", request.path, {}, bytes(msg.data)))
+            elif msg.type == WSMsgType.CLOSE:  # the close frame's code and reason, as received
+                self._note(Received("ws-control", "CLOSE", request.path, {"code": str(msg.data)},
+                                    (msg.extra or "").encode()))
+                await ws.close()
+                break
+            else:
+                break
         return ws
 
     async def _start(self) -> None:
@@ -145,6 +158,10 @@ class Upstream:
     def frames(self) -> list[Received]:
         with self._cond:
             return [r for r in self.received if r.kind == "ws"]
+
+    def controls(self) -> list[Received]:
+        with self._cond:
+            return [r for r in self.received if r.kind == "ws-control"]
 
     def requests(self) -> list[Received]:
         with self._cond:

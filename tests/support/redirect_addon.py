@@ -10,7 +10,7 @@ from mitmproxy import connection
 
 TLS_PORT = int(os.environ["TELEWARDEN_TEST_UPSTREAM_PORT"])
 PLAIN_PORT = int(os.environ["TELEWARDEN_TEST_UPSTREAM_PLAIN_PORT"])
-NAMES = {"telemetry.hasura.io", "other.test", "127.0.0.1"}
+NAMES = {"telemetry.hasura.io", "other.test", "127.0.0.1", "127.0.0.2"}
 
 
 class Redirect:

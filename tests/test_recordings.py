@@ -282,10 +282,12 @@ def test_a_request_is_judged_alone_when_its_response_cannot_be_converted(tmp_pat
     e["response"]["content"] = {"size": 2, "mimeType": "text/plain", "text": "ok"}
     broken = pw_post(BAD_HTTP["body"])
     broken["response"] = "not an object"
-    rc, recs, err = records(write_har(tmp_path / "resp.har", har_of(e, broken)))
+    path = write_har(tmp_path / "resp.har", har_of(e, broken))
+    rc, recs, err = records(path)
     assert rc == 1 and not err
     assert [r["source"] for r in recs] == ["resp.har#0", "resp.har#1"]
     assert all(BAD_HTTP["expect"][0]["rule"] in {f["rule"] for f in r["findings"]} for r in recs)
+    assert "read with care: 2 responses that could not be converted (their requests judged alone)" in check(path)[1]
 
 
 def test_an_unreadable_entry_is_exit_2_and_the_rest_of_the_file_is_judged(tmp_path):

@@ -342,6 +342,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             out.write("waived: " + "; ".join(f"{r} ({why})" for r, why in waivers.items()) + "\n")
         if log.skipped:
             out.write("skipped, cannot be telemetry: " + "; ".join(f"{n} {why}" for why, n in sorted(log.skipped.items())) + "\n")
+        if log.notes:
+            out.write("read with care: " + "; ".join(f"{n} {why}" for why, n in sorted(log.notes.items())) + "\n")
         if exporter and exporter.note:
             out.write(f"export {args.export}: {exporter.note}\n")
         if live_flagged:

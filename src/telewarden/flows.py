@@ -48,6 +48,7 @@ class ReadLog:
 
     problems: list[str] = field(default_factory=list)  # one line each: file, entry, reason
     skipped: Counter = field(default_factory=Counter)  # reason -> entries that cannot be telemetry
+    notes: Counter = field(default_factory=Counter)  # what was read with care: judged, but not whole
     warnings: list[str] = field(default_factory=list)
     strict: bool = False  # raise InputError at the first problem (the API without a log)
 
@@ -253,7 +254,7 @@ def _read_har(path: Path, kind: str, max_body: int, log: ReadLog) -> Iterator[Re
             if note.startswith("!"):
                 log.problem(f"{path}: HAR entry {i}, {note[1:]}")
             else:
-                log.skipped[note] += 1
+                log.notes[note] += 1
         if _is_handshake(entry) and not entry.get("_webSocketMessages"):
             silent_sockets += 1
         yield from _messages(path, source, f"HAR entry {i}", fl, max_body, log, names)
@@ -317,7 +318,7 @@ def _har_flow(entry: Any) -> tuple[http.HTTPFlow, list[int], list[str]]:
     except Exception:  # noqa: BLE001 - the request is judged alone when its response cannot be converted
         fl = request_to_flow({**norm, "response": _NO_RESPONSE})
         if response is not None:
-            notes.append("responses that could not be converted (their requests were judged alone)")
+            notes.append("responses that could not be converted (their requests judged alone)")
     if authority is not None:
         # HTTP/2's destination name, kept where mitmproxy keeps it for live HTTP/2 requests: it is
         # then one of the Exchange's hosts and decides which pack claims the message.
@@ -424,10 +425,10 @@ def _websocket(entry: dict, fl: http.HTTPFlow, notes: list[str]) -> list[int]:
             if sent or not isinstance(msg, dict) or msg.get("type") not in ("receive",):
                 notes.append(f"!WebSocket message {j}: {e}; not judged")
             else:
-                notes.append("unreadable server-to-client WebSocket messages")
+                notes.append("unreadable server-to-client WebSocket messages (left out, never judged)")
             continue
         if m is None:
-            notes.append("WebSocket control frames")
+            notes.append("WebSocket control frames (close, ping, pong: left out)")
             continue
         m, bad_time = m
         if bad_time and m.from_client:

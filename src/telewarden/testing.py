@@ -58,6 +58,7 @@ class Recording:
         self.passed_through = passed_through
         log = log if log is not None else ReadLog()
         self.skipped = dict(log.skipped)  # reason -> entries that cannot be telemetry (data: URLs, ...)
+        self.notes = dict(log.notes)  # e.g. responses that could not be converted (requests judged alone)
         self.warnings = list(log.warnings)  # e.g. WebSocket handshakes whose messages were not recorded
 
     def __iter__(self) -> Iterator[Message]:

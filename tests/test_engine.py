@@ -80,7 +80,11 @@ REPAIRS = {
     "server-dev-build-branch": ("/data/version", "dev"),
     "server-data-connector-name": ("/data/source_metadata/db_kind", "dataconnector"),
     "server-resource-error-free-text": ("/server_metrics/resource_checker_error_code", None),
-    "server-email-in-feature-flag-title": ("/data/event_data/feature_flag", "beta for [email]"),
+    "server-email-in-feature-flag-title": ("/data/event_data/feature_flag", "Unknown"),
+    "cli-positional-argument": ("/data/command", "hasura seed create"),
+    "cli-free-text-after-command": ("/data/command", "hasura seed create"),
+    "cli-unknown-command-path": ("/data/command", "hasura"),
+    "console-click-id-free-text": ("/data/event_data/id", "unknown"),
 }
 
 
@@ -153,7 +157,8 @@ def test_unexpected_headers_are_findings_and_scrub_drops_them(engine):
 
 def test_allowed_header_with_a_host_name_trips_a_detector(engine):
     v = inspect(engine, exchange(PAYLOADS["cli-v1.3"], headers=[("User-Agent", "Go-http-client/1.1 (build01.acme.corp)")]))
-    assert [(f.rule, f.pointer) for f in v.findings] == [("hasura.detector.hostname", "header:user-agent")]
+    # User-Agent has a closed value form now: the rule that owns the header catches it
+    assert [(f.rule, f.pointer) for f in v.findings] == [("hasura.header.user-agent", "header:user-agent")]
 
 
 @pytest.mark.parametrize("body,code", [
@@ -203,10 +208,10 @@ def test_waiver_reports_but_does_not_enforce(packs):
 
 
 def test_waiver_glob_and_partial_waiver_still_repairs_the_rest(packs):
-    waived = Engine(packs, digest_key=b"k", waivers={"hasura.console.*": "reviewed"})
-    case = next(c for c in VIOLATIONS if c["name"] == "server-email-in-feature-flag-title")
-    v = waived.inspect(exchange(case["body"], "websocket"), Mode.SCRUB)
-    assert v.decision is Decision.SCRUBBED  # the detector is not waived by hasura.console.*
+    waived = Engine(packs, digest_key=b"k", waivers={"hasura.schema.*": "reviewed"})
+    case = next(c for c in VIOLATIONS if c["name"] == "server-unknown-key")
+    v = waived.inspect(exchange(case["body"]), Mode.SCRUB)
+    assert v.decision is Decision.SCRUBBED  # the detector is not waived by hasura.schema.*
 
 
 def test_findings_carry_digest_and_preview_never_the_value(engine):

@@ -29,8 +29,8 @@ def rule(data, rid):
 
 
 @pytest.mark.parametrize("edit,expect", [
-    (lambda d: rule(d, "hasura.cli.command-args")["check"].update(pattern="(unclosed"),
-     "rule 'hasura.cli.command-args': bad pattern"),
+    (lambda d: rule(d, "hasura.version.dev-build")["check"].update(pattern="(unclosed"),
+     "rule 'hasura.version.dev-build': bad pattern"),
     (lambda d: rule(d, "hasura.cli.error").update(promise="nope"),
      "rule 'hasura.cli.error': promise 'nope' is not defined"),
     (lambda d: rule(d, "hasura.cli.error").update(kinds=["cli", "martian"]),

@@ -129,10 +129,37 @@ class Pack:
 
     def files(self) -> set[Path]:
         """The pack file and every schema it loaded: what a reload watches."""
-        return {Path(self.file), *(k.schema_path for k in self.kinds)}
+        return {Path(self.file), *(k.schema_path for k in self.kinds), *self.value_files}
 
     def endpoint_for(self, path: str) -> list[Endpoint]:
         return [e for e in self.endpoints if path in e.paths]
+
+
+class ValueSet:
+    """A named closed set of values: exact members (type-sensitive, as `enum`) and, for strings,
+    full-match patterns. Inline in the pack or read from a file next to it, so a pack author can
+    update a value list without touching Python."""
+
+    __slots__ = ("name", "exact", "_strings", "patterns", "source")
+
+    def __init__(self, name: str, items: Sequence[Any], source: str = "") -> None:
+        self.name, self.source = name, source
+        self.exact: list[Any] = []
+        self.patterns: list[re.Pattern] = []
+        for item in items:
+            if isinstance(item, dict):
+                if "pattern" in item:
+                    self.patterns.append(re.compile(item["pattern"]))
+                else:
+                    self.exact.append(item["value"])
+            else:
+                self.exact.append(item)
+        self._strings = frozenset(v for v in self.exact if isinstance(v, str))
+
+    def __contains__(self, v: Any) -> bool:
+        if isinstance(v, str):
+            return v in self._strings or any(p.fullmatch(v) for p in self.patterns)
+        return any(v == x and type(v) is type(x) for x in self.exact)
 
 
 _meta_validator: jsonschema.Draft202012Validator | None = None
@@ -177,6 +204,17 @@ def load_pack(path: Path, schema_dirs: Sequence[Path] = ()) -> Pack:
                                   bundled_dir("schemas")]).pack()
 
 
+_VALUE_FILE_SCHEMA = {
+    "type": "object", "required": ["values"],
+    "properties": {"source": {"type": "string"}, "values": {"$ref": "#/$defs/items"}},
+    "$defs": {"items": {"type": "array", "items": {"anyOf": [
+        {"type": ["string", "number", "boolean", "null"]},
+        {"type": "object", "required": ["value"], "not": {"required": ["pattern"]}},
+        {"type": "object", "required": ["pattern"], "properties": {"pattern": {"type": "string"}},
+         "not": {"required": ["value"]}}]}}},
+}
+
+
 class _Compiler:
     def __init__(self, path: Path, data: dict, schema_dirs: list[Path]) -> None:
         self.path, self.data, self.schema_dirs = path, data, schema_dirs
@@ -195,6 +233,8 @@ class _Compiler:
                 routes[rname] = RouteSet(rname, templates)
             except RouteError as e:
                 raise self.fail(f"routes {rname!r}", str(e)) from None
+        self.value_files: list[Path] = []
+        self.values = {vname: self._values(vname, spec) for vname, spec in (d.get("values") or {}).items()}
         det = d.get("detectors") or {}
         extra = {}
         for dname, pattern in (det.get("extra") or {}).items():
@@ -254,6 +294,39 @@ class _Compiler:
             except ValueError as e:
                 raise self.fail("addresses", f"{item!r} is not an address or CIDR: {e}") from None
         return tuple(nets)
+
+    def _values(self, vname: str, spec: Any) -> ValueSet:
+        """A value set: a list inline, or {file: PATH} relative to the pack (then the bundled rules)."""
+        where = f"values {vname!r}"
+        if isinstance(spec, list):
+            items, source = spec, ""
+        else:
+            rel = spec["file"]
+            found = next((p for p in (self.path.parent / rel, bundled_dir("rules") / rel) if p.is_file()), None)
+            if found is None:
+                raise self.fail(where, f"value file {rel!r} not found next to the pack or in the bundled rules")
+            try:
+                data = yaml.safe_load(found.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+                raise self.fail(where, f"value file {found}: not readable YAML: {e}") from None
+            err = next(iter(jsonschema.Draft202012Validator(_VALUE_FILE_SCHEMA).iter_errors(data)), None)
+            if err is not None:
+                loc = "/".join(str(p) for p in err.absolute_path) or "(top)"
+                raise self.fail(where, f"value file {found}: {err.message} (at {loc})")
+            self.value_files.append(found)
+            items, source = data["values"], data.get("source", "")
+        err = next(iter(jsonschema.Draft202012Validator(_VALUE_FILE_SCHEMA["$defs"]["items"]).iter_errors(items)), None)
+        if err is not None:
+            raise self.fail(where, f"{err.message} (at item {'/'.join(map(str, err.absolute_path))})")
+        try:
+            return ValueSet(vname, items, source)
+        except re.error as e:
+            raise self.fail(where, f"bad pattern: {e}") from None
+
+    def _value_set(self, where: str, name: str) -> ValueSet:
+        if name not in self.values:
+            raise self.fail(where, f"unknown value set {name!r} (define it under values:)")
+        return self.values[name]
 
     def _unique(self, label: str, ids: list[str]) -> set[str]:
         seen: set[str] = set()
@@ -320,22 +393,36 @@ class _Compiler:
             check = lambda v, w=want: None if (v is None if w is None else (v == w and type(v) is type(w))) else f"must be {json.dumps(w)}"
         elif ctype == "absent":
             check = lambda v: "must not be sent"
+        elif ctype == "in":
+            vs = self._value_set(where, arg)
+            check = lambda v, vs=vs: None if v in vs else f"not in the value set {vs.name!r}"
+        elif ctype == "tokens":
+            tokens = (self._value_set(where, arg["head"]),
+                      self._value_set(where, arg["tail"]) if "tail" in arg else ValueSet("", []),
+                      arg.get("separator", " "))
+            check = lambda v, t=tokens: _tokens_problem(v, *t)
         else:  # route
             if arg not in routes:
                 raise self.fail(where, f"unknown route set {arg!r}")
             route = routes[arg]
             check = lambda v, rs=route: None if not isinstance(v, str) else (None if (res := rs.check(v)).ok else res.reason)
-        repair, repair_text = self._repair(where, scrub, route)
+        repair, repair_text = self._repair(where, scrub, route, tokens if ctype == "tokens" else None)
         return Rule(
             id=r["id"], promise=promises[r["promise"]], severity=Severity(r["severity"]),
             message=r.get("message", r["id"]), kinds=frozenset(r["kinds"]) if "kinds" in r else None,
             endpoints=frozenset(r["endpoints"]) if "endpoints" in r else None, pointers=pointers,
             headers=headers, check=check, repair=repair, repair_text=repair_text)
 
-    def _repair(self, where: str, scrub: dict, route: RouteSet | None) -> tuple[Repair | None, str | None]:
+    def _repair(self, where: str, scrub: dict, route: RouteSet | None,
+                tokens: tuple | None = None) -> tuple[Repair | None, str | None]:
         if not scrub:
             return None, None
         (rtype, arg), = scrub.items()
+        if rtype == "tokens":
+            if tokens is None:
+                raise self.fail(where, "scrub 'tokens' needs a 'tokens' check")
+            return (lambda v, t=tokens: _tokens_repair(v, *t)), \
+                "kept the longest allowed leading path and the allowed tokens after it, dropped the rest"
         if rtype == "set":
             return (lambda v, a=arg: a), f"set to {json.dumps(arg)}"
         if rtype == "drop":
@@ -358,6 +445,35 @@ class _Compiler:
         if route is None:
             raise self.fail(where, "scrub 'route' needs a 'route' check")
         return (lambda v, rs=route: rs.check(v).repaired if isinstance(v, str) else "/"), "replaced names with placeholders"
+
+
+def _split_head(v: str, head: ValueSet, sep: str) -> tuple[str | None, list[str]]:
+    """The longest leading run of tokens whose join is in `head`, and the tokens after it."""
+    toks = v.split(sep)
+    for n in range(len(toks), -1, -1):
+        prefix = sep.join(toks[:n])
+        if prefix in head:
+            return prefix, toks[n:]
+    return None, toks
+
+
+def _tokens_problem(v: Any, head: ValueSet, tail: ValueSet, sep: str) -> str | None:
+    if not isinstance(v, str):
+        return None  # the schema judges the type
+    prefix, rest = _split_head(v, head, sep)
+    if prefix is None:
+        return f"does not start with a value of {head.name!r}"
+    if any(t not in tail for t in rest):
+        return f"carries tokens after the allowed path that are not in {tail.name!r}" if tail.name else \
+            "carries tokens after the allowed path"
+    return None
+
+
+def _tokens_repair(v: Any, head: ValueSet, tail: ValueSet, sep: str) -> Any:
+    prefix, rest = _split_head(str(v), head, sep)
+    if prefix is None:
+        return ""
+    return sep.join([prefix, *(t for t in rest if t in tail)]) if prefix else sep.join(t for t in rest if t in tail)
 
 
 def load_packs(paths: Sequence[Path], *, include_bundled: bool = True) -> list[Pack]:

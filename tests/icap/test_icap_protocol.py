@@ -279,12 +279,24 @@ def test_malformed_icap_gets_an_icap_error_and_the_service_goes_on(service, data
     assert roundtrip(svc, b"OPTIONS icap://127.0.0.1/telewarden ICAP/1.0\r\n\r\n")[0] == 200
 
 
-def test_malformed_encapsulated_http_is_a_400(service):
-    svc = service()
-    head = b"POST https://telemetry.hasura.io/v1/http HTTP/1.1\r\nBad Header: x\r\nHost: a\r\n\r\n"
-    assert roundtrip(svc, reqmod(head, GOOD))[0] == 400
-    no_host = b"POST /v1/http HTTP/1.1\r\nContent-Type: application/json\r\n\r\n"
-    assert roundtrip(svc, reqmod(no_host, GOOD))[0] == 400
+@pytest.mark.parametrize("mode,status", [("block", 200), ("scrub", 200), ("audit", 204)])
+def test_a_head_h11_refuses_is_blocked_when_claimed_and_passed_when_not(service, mode, status):
+    """Squid parsed the request already; a stricter parser must not turn unrelated traffic into
+    errors, and must not let a claimed destination through unjudged."""
+    svc = service(mode)
+    bad = b"POST https://telemetry.hasura.io/v1/http HTTP/1.1\r\nBad Header: x\r\nHost: telemetry.hasura.io\r\n\r\n"
+    got, _, sections, body, _ = roundtrip(svc, reqmod(bad, GOOD))
+    assert got == status
+    rec = svc.decisions()[-1]
+    assert rec["findings"][0]["rule"] == "telewarden.request.malformed" and "Bad Header" not in json.dumps(rec)
+    if mode != "audit":
+        assert sections["res-hdr"].startswith(b"HTTP/1.1 403 ")
+        assert json.loads(body)["rules"] == ["telewarden.request.malformed"]
+    other = b"POST https://other.test/x HTTP/1.1\r\nBad Header: x\r\nHost: other.test\r\n\r\n"
+    assert roundtrip(svc, reqmod(other, GOOD, preview=0))[0] == 204
+    nameless = b"POST /v1/http HTTP/1.1\r\nContent-Type: application/json\r\n\r\n"  # HTTP/1.1 without Host
+    assert roundtrip(svc, reqmod(nameless, GOOD))[0] == status
+    assert roundtrip(svc, reqmod(b"not http at all\r\n\r\n", GOOD))[0] == 400
 
 
 def test_connections_over_the_limit_get_503(service):
@@ -354,7 +366,10 @@ async def _parse_everything(data: bytes, limits: protocol.Limits) -> None:
     while True:
         req = await protocol.read_request(reader, limits)
         if req.method == "REQMOD":
-            protocol.parse_http_head(req.http_head, limits)
+            try:
+                protocol.parse_http_head(req.http_head, limits)
+            except protocol.ICAPError:
+                protocol.lenient_head(req.http_head, limits)  # the server's fallback: never raises
         if req.has_body:
             await protocol.read_chunks(reader, limits, protocol.Body(), keep=1 << 16, drain_limit=1 << 20)
 

@@ -143,6 +143,24 @@ class Judge:
             self.record(verdict, ex, head, hosts)
         return verdict, ex
 
+    def malformed(self, head: HTTPHead, target: Target, hosts: tuple[str, ...], reason: str, size: int) -> Verdict:
+        """A request to a claimed (or unnamed) destination whose head does not parse strictly:
+        servers could read it differently from any judgement, so it is blocked (audit: recorded)."""
+        pack = self.engine.claim(hosts)
+        # the parser's message may quote the sender's bytes: it goes to the log, never the trail
+        log.info(f"telewarden icap: malformed request head ({reason})")
+        finding = Finding("telewarden.request.malformed", "", "the HTTP request head does not parse strictly: "
+                          "a server could read it differently from how it would be judged", UNVERIFIABLE, Severity.HIGH)
+        ex = Exchange(transport=Transport.HTTP, method=head.method.upper(), hosts=hosts or ("?",),
+                      port=_port(target.authority) or _DEFAULT_PORTS.get(target.scheme, 80), path="/",
+                      scheme=target.scheme, timestamp=time.time())
+        decision = Decision.FORWARDED if self.mode is Mode.AUDIT else Decision.BLOCKED
+        verdict = Verdict(ex.id, decision, self.mode, pack=pack.id if pack else None,
+                          host=next((h for h in hosts if pack and pack.claims(h)), None), findings=[finding],
+                          error="malformed request head", size_in=size)
+        self.record(verdict, ex, head, hosts)
+        return verdict
+
     def _refuse_upgrade(self, verdict: Verdict) -> None:
         verdict.findings.append(Finding(UPGRADE_RULE, "header:upgrade", UPGRADE_REASON, UNVERIFIABLE, Severity.HIGH))
         if self.mode is not Mode.AUDIT:

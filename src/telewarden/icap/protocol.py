@@ -254,6 +254,27 @@ def parse_http_head(data: bytes, limits: Limits) -> HTTPHead:
                     list(event.headers.raw_items()))
 
 
+_LENIENT_LINE = re.compile(rb"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(\d\.\d)$")
+
+
+def lenient_head(data: bytes, limits: Limits) -> HTTPHead | None:
+    """Request line and Host headers of a head h11 refused, to tell whose it is; None when it is
+    not an HTTP request head at all. Only destination names are taken from it, never judged."""
+    if not data.endswith(b"\r\n\r\n") or len(data) > limits.max_http_head:
+        return None
+    first, *lines = data[:-4].split(b"\r\n")
+    m = _LENIENT_LINE.match(first)
+    if not m or len(lines) > limits.max_icap_headers * 4:
+        return None
+    try:
+        target = m.group(2).decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    hosts = [(b"Host", v.strip(b" \t")) for k, _, v in (x.partition(b":") for x in lines)
+             if k.strip(b" \t").lower() == b"host"]
+    return HTTPHead(m.group(1).decode("ascii"), target, m.group(3).decode("ascii"), hosts)
+
+
 @dataclass(slots=True)
 class Body:
     data: bytes = b""

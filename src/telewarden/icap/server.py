@@ -129,13 +129,25 @@ class ICAPServer:
             return self.options(), True
         if req.method != "REQMOD":
             raise ICAPError(405, "only REQMOD is offered")
-        head = protocol.parse_http_head(req.http_head, self.limits.wire)
+        malformed = None
+        try:
+            head = protocol.parse_http_head(req.http_head, self.limits.wire)
+        except ICAPError as e:
+            # Squid parsed this request already; if h11 is stricter, whose it is still decides:
+            # another destination's passes, a claimed (or nameless) one is blocked as malformed.
+            head = protocol.lenient_head(req.http_head, self.limits.wire)
+            if head is None:
+                raise
+            malformed = str(e)
         target = split_target(head)
         hosts = candidate_hosts(head, target)
-        if head.method.upper() == "CONNECT" or not self.judge.claims(hosts):
+        if (hosts or malformed is None) and (head.method.upper() == "CONNECT" or not self.judge.claims(hosts)):
             return await self._pass(req, reader), True
         body = await self._read_body(req, reader, writer, keep=self.judge.engine.limits.max_body)
-        verdict, ex = self.judge.judge(head, target, hosts, body.data, body.overflow)
+        if malformed is not None:
+            verdict, ex = self.judge.malformed(head, target, hosts, malformed, len(body.data)), None
+        else:
+            verdict, ex = self.judge.judge(head, target, hosts, body.data, body.overflow)
         if body.overflow and verdict.decision is not Decision.BLOCKED and not req.allow_204:
             # audit mode forwards, but the whole body was not kept to echo it
             raise ICAPError(500, "body too large to echo without Allow: 204")

@@ -123,6 +123,7 @@ class Pack:
     # Addresses the vendor's telemetry hosts use (`addresses:` CIDRs), so that a connection with
     # no name (CONNECT to an IP without SNI, transparent mode) is still claimed.
     addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    value_files: tuple[Path, ...] = ()  # value-set files the pack references: a reload watches them too
 
     def claims(self, host: str) -> bool:
         return host in self.hosts or any(host.endswith(s) for s in self.host_suffixes)
@@ -284,7 +285,7 @@ class _Compiler:
             id=d["pack"], title=d["title"], source=d["source"], file=str(self.path),
             promises=promises, generic_promise=promises[d["generic_promise"]],
             hosts=frozenset(hosts), host_suffixes=tuple(suffixes), endpoints=endpoints,
-            kinds=kinds, rules=rules, detectors=detectors, addresses=self._addresses(d.get("addresses", [])))
+            kinds=kinds, rules=rules, detectors=detectors, addresses=self._addresses(d.get("addresses", [])), value_files=tuple(self.value_files))
 
     def _addresses(self, items: list[str]) -> tuple:
         nets = []

@@ -79,3 +79,126 @@ def test_unknown_detector_name_is_rejected():
 
 def test_payload_json_has_no_accidental_hit():
     assert ALL.scan(json.dumps(PAYLOADS["server-v2.48-default-source"])) == []
+
+
+# -- RE2: the same hits as the `re` patterns with lookarounds they replace ---------------------
+
+import ipaddress  # noqa: E402
+import re  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from telewarden.detectors import MAX_CANDIDATES  # noqa: E402
+from telewarden.patterns import PatternError, compile_pattern  # noqa: E402
+
+_TLD_ALT = ("com|net|org|io|dev|app|cloud|ai|co|info|biz|me|us|uk|de|fr|nl|se|no|fi|dk|es|it|ch|at|be|eu|ca|au|"
+            "nz|jp|cn|in|br|ru|kr|tw|sg|hk|za|mx|ar|cl|il|tr|ua|cz|gr|pt|ie|hu|ro|gov|edu|mil|int|local|"
+            "localdomain|internal|intranet|lan|corp|home|private|test|example|invalid|localhost|svc|cluster")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# The detectors as they were under Python's `re` (backtracking, with lookarounds): the reference.
+RE_PATTERNS = {
+    "private-key": r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+    "jwt": r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+    "bearer-token": r"(?i:\b(?:bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{12,})",
+    "api-key": (
+        r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{30,}\b|\bgithub_pat_[A-Za-z0-9_]{30,}\b"
+        r"|\bxox[abprs]-[A-Za-z0-9-]{10,}|\b[sr]k_(?:live|test)_[A-Za-z0-9]{16,}\b|\bAIza[0-9A-Za-z_-]{35}\b"
+        r"|\bglpat-[A-Za-z0-9_-]{20,}\b"
+        r"|(?i:\b(?:api[_-]?key|secret|password|passwd|pwd|access[_-]?token|admin[_-]?secret)\b\s*[=:]\s*\S{4,})"),
+    "email": r"\b[A-Za-z0-9._%+-]{1,64}@(?:" + _LABEL + r"\.)+[A-Za-z]{2,63}\b",
+    "url": r"(?i:\b[a-z][a-z0-9+.-]{1,15}://[^\s\"'<>]{2,})",
+    "user-path": r"(?:/home/|/Users/|/root/)[^/\s\"']+|\b[A-Za-z]:\\(?:Users|Documents and Settings)\\[^\\\s\"']+",
+    "ipv4": r"(?<![\w./])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])",
+    "ipv6": r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:)[0-9A-Fa-f:]{2,39}(?:%[\w.]+)?(?![\w:])",
+    "hostname": r"(?i:(?<![\w.@-])(?:" + _LABEL + r"\.)+(?:" + _TLD_ALT + r")\.?(?![\w-]))",
+}
+_RE_NAMES = {f"d{i}": n for i, n in enumerate(RE_PATTERNS)}
+_RE = re.compile("|".join(f"(?P<d{i}>{p})" for i, p in enumerate(RE_PATTERNS.values())))
+
+
+def re_scan(text):
+    out = []
+    for m in _RE.finditer(text):
+        name = _RE_NAMES[m.lastgroup]
+        if name in ("ipv4", "ipv6"):
+            try:
+                ipaddress.ip_address(m.group().split("%", 1)[0])
+            except ValueError:
+                continue
+        out.append((name, m.start(), m.end()))
+    return out
+
+
+FRAGMENTS = [
+    "a", "b", "f", "x", "A", "1", "12", "255", ".", ":", "::", "@", "-", "/", " ", "_", "=", "%", "%eth0", "\"", "'",
+    "\n", "\t", "eyJ", "eyJhbGci", "com", "io", "internal", "db01", "acme", "jane", "10.0.0.1", "999.1.1.1", "1.2.3.4",
+    "fe80::1", "::1", "http://", "https://", "Bearer ", "token ", "AKIAIOSFODNN7EXAMPLE", "/home/", "/Users/",
+    "C:\\Users\\", "secret", "api_key", "ghp_", "abcdefghijklmnopqrstuvwxyz0123456789", "-----BEGIN ", "RSA ",
+    "PRIVATE KEY-----", "v2.48.10", "main.js", "dddff371-dab2-450f-9969-235bca66dab1", "TABLE_NAME",
+]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=14).map("".join))
+def test_same_hits_as_the_re_patterns_with_lookarounds(text):
+    assert [(h.detector, h.start, h.end) for h in ALL.scan(text)] == re_scan(text)
+
+
+@pytest.mark.parametrize("text", [
+    "db at 10.0.12.7.", "10.0.12.7", "x 10.0.12.7/24", "a/10.0.12.7", "1.2.3.4.5", "fe80::1%eth0 up", "fe80::1%eth0.",
+    "::1", "a::1", "1:2", "1:2:3:4:5:6:7:8:9:10:11:12:13:14:15:16:17:18:19:20:21", "host db01.acme.internal.",
+    "db01.acme.internal", "x.db01.acme.internal-y", "@db01.acme.internal", "é10.0.0.1", "db.acme.comé",
+    "\u00e9db.acme.com", "naïve.acme.com", "ümlaut jane@acme.com", "Bearer\u00a0abcdefghijklmnop123",
+])
+def test_boundaries_agree_with_re_including_non_ascii(text):
+    assert [(h.detector, h.start, h.end) for h in ALL.scan(text)] == re_scan(text)
+
+
+def test_offsets_are_characters_not_bytes():
+    text = "héllo wörld — mail jane@acme.com, host db01.acme.internal"
+    hits = ALL.scan(text)
+    assert [text[h.start:h.end] for h in hits] == ["jane@acme.com", "db01.acme.internal"]
+    assert mask(text, hits) == "héllo wörld — mail [email], host [hostname]"
+
+
+def test_lone_surrogates_from_header_decoding_never_raise():
+    text = "Go-http-client/1.1 \udcff db01.acme.internal"  # surrogateescape'd byte, as mitmproxy decodes
+    assert [h.detector for h in ALL.scan(text)] == ["hostname"]
+    assert ALL.first("\udcff\udcfe") is None
+
+
+def test_candidates_past_the_limit_become_one_hit_to_the_end():
+    text = "999.1.1.1 " * (MAX_CANDIDATES + 5) + "jane@acme.com"
+    hits = ALL.scan(text)
+    assert len(hits) == 1 and hits[0].detector == "ipv4" and hits[0].end == len(text)
+    assert "jane" not in mask(text, hits)
+
+
+def test_pack_extra_patterns_run_on_re2_too():
+    ds = DetectorSet(["email"], {"ticket": r"\bACME-\d+\b", "anchored": r"^secret"})
+    assert [h.detector for h in ds.scan("secret ACME-42 by a@b.io")] == ["anchored", "ticket", "email"]
+    assert ds.scan("not secret") == []
+    with pytest.raises(PatternError, match="lookbehind"):
+        DetectorSet([], {"bad": r"(?<!x)y"})
+
+
+@pytest.mark.parametrize("pattern,reason", [
+    (r"(?<=a)b", "lookbehind"), (r"(?<!a)b", "lookbehind"), (r"a(?=b)", "lookahead"), (r"a(?!b)", "lookahead"),
+    (r"(a)\1", "backreferences"), (r"(?P<x>a)(?P=x)", "backreferences"), (r"a*+", "possessive"),
+    (r"(?>a)", "atomic"), (r"a{1001}", r"at most \{1000\}"), (r"abc\Z", r"\\z"), (r"(?x) a", "verbose"),
+    (r"(a", "missing \\)"), (r"[a", "missing \\]"),
+])
+def test_pattern_error_says_why(pattern, reason):
+    with pytest.raises(PatternError, match=reason):
+        compile_pattern(pattern)
+
+
+def test_compiled_pattern_api():
+    rx = compile_pattern(r"(hasura( [a-z0-9][a-z0-9-]*)*)?")
+    assert rx.fullmatch("hasura migrate apply") and rx.fullmatch("")
+    assert not rx.fullmatch("hasura migrate --admin-secret")
+    assert compile_pattern(r"(?P<word>[a-z]+)").search("123 abc")
+    assert not compile_pattern(r"\d").fullmatch("\u0663")  # RE2's \d is ASCII: stricter than re's
+    assert compile_pattern(r"(?i)application/json").fullmatch("Application/JSON")
+    assert not compile_pattern("a").fullmatch("a\udcff")  # never raises on surrogates

@@ -124,3 +124,15 @@ class Pattern:
 def compile_pattern(pattern: str) -> Pattern:
     """Compile `pattern` with RE2 (linear time), or raise PatternError saying why it cannot be."""
     return Pattern(pattern)
+
+
+# Repeated to a body's size, these made backtracking patterns go quadratic (or are near misses of
+# a detector: a token never closed, a label chain without a known TLD, octets one too many).
+# tests/test_linear_time.py and bench/engine.py run every detector and pack pattern on them.
+ADVERSARIAL_UNITS: tuple[str, ...] = (
+    "eyJ-", "eyJ", "eyJaaaa.eyJaaaa", "eyJ-AKIAIOSFODNN7EXAMPLE-", "a.", "1.", "0", ":", "::", "@", "a@",
+    "x@a.io.", "a.b@", "-", "a", " ", "\t", "\u00e9", "=", "/", "\\", "%", "a.b.c.", "x.io.", "a.com-",
+    "a" * 63 + ".", "a" * 61 + "-", "a1.b2-", "1.2.3.4 ", "999.1.1.1 ", "1.2.3.", "1::1 ", "a:", "1:2%a.",
+    "1::1%", "jane@acme.com ", "http://", "http://a", "token ", "Bearer  ", "secret=", "secret", "/home/",
+    "/home/a/", "C:\\Users\\", "ghp_a", "glpat-", "-----BEGIN A ", "AKIA", "hasura ", "v1.", "TABLE_NAME|",
+)

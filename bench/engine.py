@@ -5,6 +5,11 @@
 The mix is realistic: every genuine payload in examples/payloads (~0.3-2 KB: server, CLI and
 console of every generation) plus every documented violation in examples/violations.json, in the
 ratio 4 clean : 1 violating. Each figure is the best of 3 timed rounds of a bounded loop.
+
+Then the worst case of the patterns: every detector of the bundled packs (first + scan, as the
+engine runs them) and every `pattern`/`keep_tokens` of the bundled rule files (fullmatch and
+search), on each adversarial string of patterns.ADVERSARIAL_UNITS repeated to max_body (1 MiB),
+printed as microseconds per KiB of input (linear time: the figure does not grow with the size).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from telewarden import strictjson  # noqa: E402
 from telewarden.engine import Engine  # noqa: E402
 from telewarden.model import Exchange, Mode, Transport  # noqa: E402
-from telewarden.packs import load_packs  # noqa: E402
+from telewarden.packs import bundled_dir, load_packs  # noqa: E402
+from telewarden.patterns import ADVERSARIAL_UNITS, compile_pattern  # noqa: E402
 
 EX = Path(__file__).resolve().parents[1] / "examples"
 
@@ -54,9 +60,65 @@ def rate(engine: Engine, mix: list[Exchange], mode: Mode, seconds: float) -> flo
     return max(rounds)
 
 
+def pack_patterns() -> list[str]:
+    import yaml
+    found: list[str] = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k in ("pattern", "keep_tokens") and isinstance(x, str):
+                    found.append(x)
+                elif k == "extra" and isinstance(x, dict):
+                    found.extend(p for p in x.values() if isinstance(p, str))
+                else:
+                    walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    for f in sorted(Path(bundled_dir("rules")).rglob("*.y*ml")):
+        walk(yaml.safe_load(f.read_text()))
+    return sorted(set(found))
+
+
+def worst_case(engine: Engine, size: int) -> None:
+    """Worst microseconds per KiB over the adversarial strings, for detectors and pack patterns."""
+    detector_sets = [p.detectors for p in engine.packs]
+    compiled = [compile_pattern(p) for p in pack_patterns()]
+
+    def detectors(text: str) -> None:
+        for ds in detector_sets:
+            ds._clean.clear()
+            if ds.first(text):
+                ds.scan(text)
+
+    def patterns(text: str) -> None:
+        for rx in compiled:
+            rx.fullmatch(text)
+            rx.search(text)
+
+    for label, fn in ((f"detectors ({sum(len(d.names) for d in detector_sets)})", detectors),
+                      (f"pack patterns ({len(compiled)})", patterns)):
+        worst, worst_unit, total = 0.0, "", 0.0
+        for unit in ADVERSARIAL_UNITS:
+            text = (unit * (size // len(unit) + 1))[:size]
+            t0 = time.perf_counter()
+            fn(text)
+            t = time.perf_counter() - t0
+            total += t
+            if t > worst:
+                worst, worst_unit = t, unit
+        kib = size / 1024
+        print(f"worst case, {label:<19}: {worst * 1e6 / kib:>8.1f} us/KiB on {worst_unit[:16]!r} x {kib:.0f} KiB "
+              f"({worst * 1e3:.0f} ms); mean {total / len(ADVERSARIAL_UNITS) * 1e6 / kib:.1f} us/KiB "
+              f"over {len(ADVERSARIAL_UNITS)} strings")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="per mode, split over 3 rounds")
+    ap.add_argument("--max-body", type=int, default=1 << 20, help="size of the adversarial strings (bytes)")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
@@ -76,6 +138,7 @@ def main() -> None:
     for _ in range(2000):
         json.loads(mix[0].body)
     print(f"(json.loads alone on a {len(mix[0].body)} B payload: {2000 / (time.perf_counter() - t0):,.0f}/s)")
+    worst_case(engine, args.max_body)
 
 
 if __name__ == "__main__":

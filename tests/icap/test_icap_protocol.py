@@ -417,3 +417,17 @@ def test_fuzz_the_running_service_answers_or_closes_and_stays_up(service):
     while svc.server.connections and time.monotonic() < deadline:  # every connection was let go
         time.sleep(0.05)
     assert svc.server.connections == 0
+
+
+def test_close_lets_go_of_idle_persistent_connections(packs, tmp_path):
+    from icap.conftest import LocalService
+
+    svc = LocalService(packs, tmp_path).start()
+    with svc.connect() as s:  # a proxy's idle persistent connection
+        s.settimeout(5)
+        s.sendall(b"OPTIONS icap://127.0.0.1/telewarden ICAP/1.0\r\n\r\n")
+        assert s.recv(65536).startswith(b"ICAP/1.0 200 ")
+        t0 = time.monotonic()
+        svc.stop()
+        assert time.monotonic() - t0 < 2
+        assert read_all(s) == b""  # closed without a word

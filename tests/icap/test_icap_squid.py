@@ -217,3 +217,62 @@ def test_each_trail_is_intact(squid_stack):
         out = subprocess.run([str(BIN / "telewarden"), "audit", "verify", str(svc.audit)], capture_output=True,
                              text=True, timeout=30)
         assert out.returncode == 0, (name, out.stdout, out.stderr)
+
+
+# -- a fleet: several services, and what bypass does when they are down -----------------------
+
+@pytest.fixture
+def fleet(tmp_path, upstream):
+    from icap.squid_harness import IcapService, Squid, missing_reason
+    from support.harness import free_port
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(f"Squid integration tests skipped: {reason}")
+    svcs = [IcapService(tmp_path / f"tw{i}", "block").start() for i in (1, 2)]
+    dead = free_port()  # nothing listens here
+    conf = "\n".join([
+        f"icap_service tw1 reqmod_precache bypass=off icap://127.0.0.1:{svcs[0].port}/telewarden",
+        f"icap_service tw2 reqmod_precache bypass=off icap://127.0.0.1:{svcs[1].port}/telewarden",
+        "adaptation_service_set twfleet tw1 tw2",
+        "acl port_fleet myportname fleet",
+        "adaptation_access twfleet allow port_fleet",
+        "adaptation_access twfleet deny all",
+        f"icap_service optional reqmod_precache bypass=on icap://127.0.0.1:{dead}/telewarden",
+        "acl port_optional myportname optional",
+        "adaptation_access optional allow port_optional",
+        "adaptation_access optional deny all",
+    ]) + "\n"
+    squid = Squid(upstream, {"fleet": None, "optional": None}, extra_conf=conf).start()
+    yield squid, svcs
+    squid.stop()
+    for s in svcs:
+        s.stop()
+
+
+def test_a_fleet_fails_over_and_fails_closed_with_bypass_off(fleet, upstream):
+    squid, (tw1, tw2) = fleet
+    bad = body_of(case("cli-flag-values"))
+    upstream.clear()
+    for _ in range(3):
+        assert squid.curl(bad, port="fleet")[0] == 403
+    assert len(tw1.decisions()) + len(tw2.decisions()) == 3
+    tw1.stop()  # one service of the set goes away: the next one judges
+    before = len(tw2.decisions())
+    for _ in range(3):
+        status, resp, _ = squid.curl(bad, port="fleet")
+        assert status == 403, resp[:200]
+    assert len(tw2.decisions()) == before + 3
+    tw2.stop()  # none left: with bypass=off Squid answers an error and forwards nothing
+    status, _, _ = squid.curl(bad, port="fleet")
+    assert status >= 500
+    assert arrived(upstream) == []
+
+
+def test_bypass_on_forwards_unjudged_when_the_service_is_down(fleet, upstream):
+    """Why the recipe says bypass=off: an optional service that is down is skipped."""
+    squid, _ = fleet
+    bad = body_of(case("cli-flag-values"))
+    upstream.clear()
+    assert squid.curl(bad, port="optional")[0] == 200
+    assert arrived(upstream) == [bad]

@@ -44,6 +44,8 @@ class ICAPServer:
         self.limits = limits or ServerLimits()
         self.istag = istag or make_istag(judge)
         self.connections = 0
+        self._idle: set[asyncio.StreamWriter] = set()  # connections waiting for their next request
+        self._closing = False
         self.served = 0
         self._server: asyncio.Server | None = None
 
@@ -59,8 +61,17 @@ class ICAPServer:
 
     async def close(self) -> None:
         if self._server is not None:
+            # Stop accepting; close connections waiting between requests now, and let each one
+            # that is inside a request answer it first (the proxy holds persistent connections,
+            # which would otherwise keep the service alive).
+            self._closing = True
             self._server.close()
-            await self._server.wait_closed()
+            for writer in list(self._idle):
+                writer.close()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), self.limits.request_timeout + 2)
+            except TimeoutError:
+                pass
 
     # -- connections --------------------------------------------------------------------------
 
@@ -72,9 +83,17 @@ class ICAPServer:
         self.connections += 1
         try:
             while True:
+                if self._closing:
+                    return
                 try:
-                    async with asyncio.timeout(self.limits.idle_timeout):
-                        req = await protocol.read_request(reader, self.limits.wire)
+                    self._idle.add(writer)
+                    try:
+                        async with asyncio.timeout(self.limits.idle_timeout):
+                            req = await protocol.read_request(reader, self.limits.wire)
+                    except TimeoutError:
+                        return  # an idle persistent connection: closed without a word, as HTTP does
+                    finally:
+                        self._idle.discard(writer)
                     async with asyncio.timeout(self.limits.request_timeout):
                         out, keep = await self._serve(req, reader, writer)
                 except Closed:

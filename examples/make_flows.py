@@ -3,8 +3,10 @@
     python examples/make_flows.py   # writes examples/flows/hasura-demo.mitm and .har
 
 The demo holds, as a Hasura deployment would send them: server and CLI POSTs to
-https://telemetry.hasura.io/v1/http, one console WebSocket on /v1/ws with its frames, and a few
-unrelated requests that telewarden must pass through untouched.
+https://telemetry.hasura.io/v1/http with the headers each sender really sets, one console WebSocket
+on /v1/ws with its frames (handshake of Chrome on the CLI's console, http://localhost:9695), the
+header violations of examples/headers.json (one POST or handshake each), and a few unrelated
+requests that telewarden must pass through untouched.
 """
 
 from __future__ import annotations
@@ -20,24 +22,32 @@ HERE = Path(__file__).parent
 T0 = 1_764_230_400.0  # 2025-11-27T08:00:00Z: fixed, so the files are reproducible
 
 
-def post(body: bytes, ua: str, t: float) -> http.HTTPFlow:
+HEADERS = json.loads((HERE / "headers.json").read_text())
+SENDERS = {g["name"]: [tuple(h) for h in g["headers"]] for g in HEADERS["genuine"]}
+
+
+def without(headers: list[tuple[str, str]], *names: str) -> http.Headers:
+    drop = {n.lower() for n in (*names, "host", "content-length")}  # mitmproxy sets these itself
+    return http.Headers([(k.encode(), v.encode()) for k, v in headers if k.lower() not in drop])
+
+
+def post(body: bytes, headers: list[tuple[str, str]], t: float) -> http.HTTPFlow:
     flow = tflow.tflow(resp=True)
-    flow.request = http.Request.make("POST", "https://telemetry.hasura.io/v1/http", body,
-                                     {"Content-Type": "application/json", "User-Agent": ua})
+    flow.request = http.Request.make("POST", "https://telemetry.hasura.io/v1/http", body, without(headers))
     flow.request.timestamp_start = flow.request.timestamp_end = t
     flow.response = http.Response.make(200, b"", {"Content-Length": "0"})
-    flow.client_conn.sni = "telemetry.hasura.io"
+    flow.client_conn.sni = flow.server_conn.sni = "telemetry.hasura.io"
+    flow.server_conn.address = ("telemetry.hasura.io", 443)
     return flow
 
 
-def console_socket(frames: list[bytes], t: float) -> http.HTTPFlow:
+def console_socket(frames: list[bytes], t: float, headers: list[tuple[str, str]] | None = None) -> http.HTTPFlow:
     flow = tflow.twebsocketflow(messages=False)
     flow.request = http.Request.make("GET", "https://telemetry.hasura.io/v1/ws", b"",
-                                     {"Upgrade": "websocket", "Connection": "Upgrade",
-                                      "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-                                      "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36"})
+                                     without(headers or SENDERS["console-chrome-cli"]))
     flow.request.timestamp_start = t
-    flow.client_conn.sni = "telemetry.hasura.io"
+    flow.client_conn.sni = flow.server_conn.sni = "telemetry.hasura.io"
+    flow.server_conn.address = ("telemetry.hasura.io", 443)
     from mitmproxy.websocket import WebSocketMessage
     from wsproto.frame_protocol import Opcode
 
@@ -56,15 +66,24 @@ def main() -> None:
         if name.startswith("console"):
             frames.append(body)
         else:
-            flows.append(post(body, "Go-http-client/1.1" if name.startswith("cli") else "hasura-graphql-engine/v2.48.10", t))
+            flows.append(post(body, SENDERS["cli-http1" if name.startswith("cli") else "server-v2.48"], t))
     for case in violations:
         t += 1
         body = json.dumps(case["body"], separators=(",", ":")).encode()
         if case["transport"] == "websocket":
             frames.append(body)
         else:
-            flows.append(post(body, "Go-http-client/1.1", t))
+            cli = str(case["body"].get("topic", "")).startswith("cli")
+            flows.append(post(body, SENDERS["cli-http1" if cli else "server-v2.48"], t))
     flows.append(console_socket(frames, t + 1))
+    for case in HEADERS["violations"]:  # free text in a header: a genuine message, one bad header
+        t += 1
+        headers = [h for h in SENDERS[case["base"]] if h[0].lower() != case["header"].lower()]
+        headers.append((case["header"], case["value"]))
+        if case["transport"] == "websocket":
+            flows.append(console_socket([payloads["console-v2.48-click"]], t + 1, headers))
+        else:
+            flows.append(post(payloads["cli-v2.48-no-error"], headers, t))
     other = tflow.tflow(resp=True)  # unrelated traffic: passes through
     other.request = http.Request.make("GET", "https://example.org/index.html")
     flows.append(other)

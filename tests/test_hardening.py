@@ -101,6 +101,23 @@ HTTP_CASES = [
     ("path /v1/%68ttp", "destination", FLAGS, ["--path-as-is", "--url", f"https://{HOST}/v1/%68ttp"], ["hasura.cli.command-args"], True),
     ("path /v1/http/", "destination", FLAGS, ["--url", f"https://{HOST}/v1/http/"], ["hasura.cli.command-args"], True),
     ("path /V1/HTTP", "destination", FLAGS, ["--url", f"https://{HOST}/V1/HTTP"], ["hasura.cli.command-args"], True),
+    # Content-Encoding: every gzip member and zstd frame is decoded and judged; bytes after the end are refused
+    ("gzip, a second member holding --admin-secret", "body",
+     gzip.compress(GOOD) + gzip.compress(b' {"command":"hasura migrate apply --admin-secret hunter2"}'),
+     ["-H", "Content-Encoding: gzip"], ["telewarden.body.invalid-json"], False),
+    ("gzip members splitting one message", "body", gzip.compress(FLAGS[:60]) + gzip.compress(FLAGS[60:]),
+     ["-H", "Content-Encoding: gzip"], ["hasura.cli.command-args"], True),
+    ("gzip with trailing garbage", "body", gzip.compress(GOOD) + b"--admin-secret hunter2",
+     ["-H", "Content-Encoding: gzip"], ["telewarden.body.bad-encoding"], False),
+    ("zstd, a second frame holding --admin-secret", "body",
+     (lambda z: z.compress(GOOD) + z.compress(b' {"command":"hasura migrate apply --admin-secret"}'))(
+         __import__("telewarden.decoding").decoding.zstd),
+     ["-H", "Content-Encoding: zstd"], ["telewarden.body.invalid-json"], False),
+    ("deflate with trailing bytes", "body", gzip.zlib.compress(GOOD) + b"--admin-secret hunter2",
+     ["-H", "Content-Encoding: deflate"], ["telewarden.body.bad-encoding"], False),
+    ("5,000-digit number", "body", GOOD.replace(b'"is_error":false', b'"is_error":false,"n":' + b"9" * 5000), [],
+     ["telewarden.body.number-out-of-range"], False),
+    ("256 KiB token-shaped string (eyJ-...)", "body", cli(os_arch="eyJ-" * 65536), [], ["hasura.schema.enum"], False),
 ]
 
 

@@ -17,6 +17,9 @@ import pytest
 
 from conftest import PAYLOADS, ROOT, VIOLATIONS, exchange
 from support.harness import HOST
+
+# the console runs in a browser: its handshake carries a browser's User-Agent (hasura.console.user-agent)
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
 from telewarden import audit, render, strictjson
 from telewarden.audit import AuditError, AuditTrail, verify
 from telewarden.model import Mode
@@ -381,7 +384,8 @@ def test_nothing_planted_leaks_into_either_log(start_proxy, upstream, mode):
         if transport == "http":
             proxy.curl(body)
         else:
-            with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None) as ws:
+            with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
+                     user_agent_header=BROWSER_UA) as ws:
                 ws.send(body.decode())
     proxy.stop()
     jsonl = (proxy.audit / "audit.jsonl").read_text()

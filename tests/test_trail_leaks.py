@@ -23,6 +23,9 @@ from mitmproxy.test import tflow
 
 from conftest import KEY, PAYLOADS, ROOT, exchange
 from support.harness import HOST
+
+# the console runs in a browser: its handshake carries a browser's User-Agent (hasura.console.user-agent)
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
 from telewarden import audit, engine as engine_mod, render, strictjson
 from telewarden.audit import AuditTrail
 from telewarden.engine import Engine
@@ -306,7 +309,8 @@ def test_hostile_names_through_a_real_proxy_never_reach_the_trail(start_proxy, u
     console = copy.deepcopy(PAYLOADS["console-v2.48-click"])
     for key in HOSTILE_KEYS.values():
         console["data"][key] = "zqx"
-    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None) as ws:
+    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
+                     user_agent_header=BROWSER_UA) as ws:
         ws.send(strictjson.dumps(console).decode())
     proxy.stop()
     decisions = proxy.decisions()

@@ -276,3 +276,16 @@ def test_bypass_on_forwards_unjudged_when_the_service_is_down(fleet, upstream):
     upstream.clear()
     assert squid.curl(bad, port="optional")[0] == 200
     assert arrived(upstream) == [bad]
+
+
+def test_a_chunked_request_is_judged_whole_and_forwarded_repaired_with_a_length(squid_stack, upstream, engine):
+    c = case("cli-flag-values")
+    upstream.clear()
+    status, _, _ = squid_stack.curl(body_of(c), port="scrub", headers=["Transfer-Encoding: chunked"])
+    assert status == 200
+    [got] = upstream.requests()
+    assert int(got.headers["Content-Length"]) == len(got.body) and "Transfer-Encoding" not in got.headers
+    assert engine.inspect(exchange(got.body), "block").findings == []
+    upstream.clear()
+    status, _, _ = squid_stack.curl(body_of(case("cli-wrong-type")), port="scrub", headers=["Transfer-Encoding: chunked"])
+    assert status == 403 and arrived(upstream) == []

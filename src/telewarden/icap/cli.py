@@ -37,14 +37,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preview", type=int, default=0, metavar="BYTES",
                    help="Preview advertised to the proxy (default 0: decide on the request head)")
     p.add_argument("--max-connections", type=int, default=512)
+    p.add_argument("--audit-max-bytes", type=int, default=64 << 20, metavar="BYTES",
+                   help="rotate audit.jsonl past this size; the hash chain continues across files")
+    p.add_argument("--reload-ms", type=int, default=2000, metavar="MS",
+                   help="how often the pack and schema files are checked for edits (0: never); a broken "
+                        "edit is logged and the last good packs stay in force")
     p.set_defaults(func=cmd_icap)
 
 
 def build(args: argparse.Namespace):
     """(ICAPServer, AuditTrail) from the arguments; raises ValueError/PackError/AuditError."""
     from ..audit import AuditTrail  # noqa: PLC0415
-    from ..cli import parse_waivers  # noqa: PLC0415
-    from ..packs import PackError, load_packs  # noqa: PLC0415
     from .exchange import Judge  # noqa: PLC0415
     from .server import ICAPServer, ServerLimits  # noqa: PLC0415
 
@@ -56,15 +59,67 @@ def build(args: argparse.Namespace):
         raise ValueError("--preview must be 0..65536")
     if args.max_connections <= 0:
         raise ValueError("--max-connections must be positive")
+    if args.audit_max_bytes <= 0:
+        raise ValueError("--audit-max-bytes must be positive")
+    trail = AuditTrail(Path(args.audit).expanduser(), max_bytes=args.audit_max_bytes)
+    try:
+        engine = build_engine(args, trail.key)
+    except BaseException:
+        trail.close()
+        raise
+    judge = Judge(engine, trail, Mode(args.mode), block_status=args.block_status)
+    limits = ServerLimits(max_connections=args.max_connections, preview=args.preview)
+    return ICAPServer(judge, service=args.service, limits=limits), trail
+
+
+def build_engine(args: argparse.Namespace, key: bytes) -> Engine:
+    from ..cli import parse_waivers  # noqa: PLC0415
+    from ..packs import PackError, load_packs  # noqa: PLC0415
+
     waivers = parse_waivers(list(args.allow))
     packs = load_packs(list(args.rules), include_bundled=not args.no_bundled)
     if not packs:
         raise PackError("no rule packs loaded (--no-bundled without --rules)")
-    trail = AuditTrail(Path(args.audit).expanduser())
-    engine = Engine(packs, digest_key=trail.key, limits=Limits(max_body=args.max_body), waivers=waivers)
-    judge = Judge(engine, trail, Mode(args.mode), block_status=args.block_status)
-    limits = ServerLimits(max_connections=args.max_connections, preview=args.preview)
-    return ICAPServer(judge, service=args.service, limits=limits), trail
+    return Engine(packs, digest_key=key, limits=Limits(max_body=args.max_body), waivers=waivers)
+
+
+def _pack_files(engine: Engine) -> dict[Path, tuple[int, int]]:
+    out = {}
+    for pack in engine.packs:
+        try:
+            files = pack.files()
+        except Exception:  # noqa: BLE001 - an older Pack: watch the pack file alone
+            files = {Path(pack.file)}
+        for f in files:
+            try:
+                st = f.stat()
+                out[f] = (st.st_mtime_ns, st.st_size)
+            except OSError:
+                out[f] = (-1, -1)  # removed: a change too
+    return out
+
+
+async def _watch(server, args: argparse.Namespace) -> None:
+    """Reload the packs when a pack or schema file changes; a broken edit keeps the last good."""
+    from .server import make_istag  # noqa: PLC0415
+
+    log = logging.getLogger("telewarden")
+    watched = _pack_files(server.judge.engine)
+    while True:
+        await asyncio.sleep(max(args.reload_ms, 200) / 1000)
+        try:
+            now = {f: v for f, v in _pack_files(server.judge.engine).items()}
+            if now == watched:
+                continue
+            watched = now  # a broken edit is reported once, not every interval
+            engine = build_engine(args, server.judge.trail.key)
+        except Exception as e:  # noqa: BLE001 - never let the watcher die; keep the last good packs
+            log.error(f"telewarden icap: reload failed, keeping the last good rule packs: {e}")
+            continue
+        server.judge.engine = engine
+        server.istag = make_istag(server.judge)
+        watched = _pack_files(engine)
+        log.info(f"telewarden icap: rule packs reloaded ({', '.join(p.id for p in engine.packs)}), ISTag {server.istag}")
 
 
 def cmd_icap(args: argparse.Namespace) -> int:
@@ -89,6 +144,7 @@ def cmd_icap(args: argparse.Namespace) -> int:
 
 async def _serve(server, args: argparse.Namespace) -> int:
     await server.start(args.listen_host, args.listen_port)
+    watcher = asyncio.get_running_loop().create_task(_watch(server, args)) if args.reload_ms > 0 else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -97,5 +153,7 @@ async def _serve(server, args: argparse.Namespace) -> int:
     print(f"telewarden icap: {server.judge.mode.value} mode, packs {packs}, audit in {server.judge.trail.folder}/, "
           f"listening on icap://{args.listen_host}:{server.port}{server.service}", file=sys.stderr, flush=True)
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     await server.close()
     return 0

@@ -202,3 +202,13 @@ def test_compiled_pattern_api():
     assert not compile_pattern(r"\d").fullmatch("\u0663")  # RE2's \d is ASCII: stricter than re's
     assert compile_pattern(r"(?i)application/json").fullmatch("Application/JSON")
     assert not compile_pattern("a").fullmatch("a\udcff")  # never raises on surrogates
+
+
+def test_compile_any_is_one_pattern_for_a_value_set():
+    from telewarden.patterns import compile_any
+    rx = compile_any([r"ee-benefits-[A-Za-z0-9_-]{1,64}-link", r"(?P<id>[a-z]+)-tab", r"(?P<id>[0-9]+)"])
+    assert rx.fullmatch("ee-benefits-x1-link") and rx.fullmatch("schema-registry-tab") and rx.fullmatch("42")
+    assert not rx.fullmatch("ee-benefits-x1-link-2") and not rx.fullmatch("")
+    assert not compile_any([]).fullmatch("") and not compile_any([]).fullmatch("x")
+    with pytest.raises(PatternError, match="pattern 2: lookbehind"):
+        compile_any(["a", r"(?<=x)b"])

@@ -206,7 +206,7 @@ def test_compiled_pattern_api():
 
 def test_compile_any_is_one_pattern_for_a_value_set():
     from telewarden.patterns import compile_any
-    rx = compile_any([r"ee-benefits-[A-Za-z0-9_-]{1,64}-link", r"(?P<id>[a-z]+)-tab", r"(?P<id>[0-9]+)"])
+    rx = compile_any([r"ee-benefits-[A-Za-z0-9_-]{1,64}-link", r"(?P<id>[a-z-]+)-tab", r"(?P<id>[0-9]+)"])
     assert rx.fullmatch("ee-benefits-x1-link") and rx.fullmatch("schema-registry-tab") and rx.fullmatch("42")
     assert not rx.fullmatch("ee-benefits-x1-link-2") and not rx.fullmatch("")
     assert not compile_any([]).fullmatch("") and not compile_any([]).fullmatch("x")

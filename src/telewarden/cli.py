@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import runner  # noqa: PLC0415 (keeps `check` free of the proxy's imports)
 
     runner.add_parser(sub)
+    from .report import cli as report_cli  # noqa: PLC0415
+    report_cli.add_parser(sub)
     from .icap import cli as icap_cli  # noqa: PLC0415
     icap_cli.add_parser(sub)
     from . import audit  # noqa: PLC0415

@@ -350,3 +350,14 @@ def test_resource_row_is_bounded(engine):
     body = copy.deepcopy(PAYLOADS["server-resources-v2.26"])
     body["server_metrics"]["resource_cpu"] = 10**10
     assert [f.rule for f in inspect(engine, exchange(body), "block").findings] == ["hasura.schema.any-of"]
+
+
+@pytest.mark.parametrize("version,ok", [
+    ("v2.36.10-1", True), ("v2.48.10-ce", True), ("v2.8.0-beta.1-pro.1", True), ("v1.0.0-alpha36", True),
+    ("main-1a2b3c4-dirty", False), ("v2.48.10-acme", False),
+])
+def test_release_versions_of_every_line_pass_the_dev_build_rule(engine, version, ok):
+    body = copy.deepcopy(PAYLOADS["server-v2.48-default-source"])
+    body["data"]["hasura_version"] = version
+    v = inspect(engine, exchange(body), "block")
+    assert found(v) == ([] if ok else [("hasura.version.dev-build", "/data/hasura_version")])

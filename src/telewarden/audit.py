@@ -3,8 +3,13 @@
 - One `os.write` per record on O_APPEND descriptors: a kill -9 leaves at most a torn last line.
 - Each JSONL record carries `seq`, `prev` (the previous record's hash) and `hash` (SHA-256 of
   the record without `hash`), so an edit, a cut, a reorder or an insertion breaks the chain.
-  Editing the *last* record and recomputing its hash is only caught against an anchored hash:
-  `verify` prints the last hash for that purpose.
+  Editing the *last* record and recomputing its hash (or every hash after an edit) is only caught
+  against an anchored hash: `verify` prints the last record as SEQ:HASH to keep elsewhere, and
+  `verify --anchor SEQ:HASH` checks that record is still there, unchanged.
+  The chain is deliberately not keyed or forward-secure (journald-style sealing): that only helps
+  if the first sealing key leaves the machine and every older one is destroyed, which a key file
+  under ~/.config on a laptop, CI runner or container cannot promise; an anchor kept off the
+  machine gives the same guarantee with nothing secret to keep.
 - Size-based rotation renames audit.jsonl to audit.jsonl.NNNNNN; the chain runs on across files.
 - On reopening after a crash, a torn tail is cut off and replaced by a chained record that says
   how many bytes were lost and their digest, so the trail stays verifiable and says what happened.

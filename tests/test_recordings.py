@@ -370,10 +370,9 @@ def test_export_from_a_har_keeps_the_websocket_messages(tmp_path):
     exported = load_har(out)["log"]["entries"]
     socket = next(e for e in exported if e.get("_webSocketMessages"))
     sent = [m for m in socket["_webSocketMessages"] if m["type"] == "send"]
-    assert len(sent) == 2
-    assert json.loads(sent[0]["data"]) == GOOD_WS  # the clean frame unchanged
+    assert len(sent) == 2 and all(isinstance(json.loads(m["data"]), dict) for m in sent)
     original = [m for m in pw_entry(lambda e: "_webSocketMessages" in e)["_webSocketMessages"] if m["type"] == "send"]
-    assert sent[1]["data"] != original[1]["data"]  # the violating frame scrubbed
+    assert json.loads(original[1]["data"]) == BAD_WS["body"] and sent[1]["data"] != original[1]["data"]  # scrubbed
     assert abs(sent[0]["time"] - original[0]["time"] / 1000) < 1  # written in seconds, as mitmproxy does
 
 
@@ -562,3 +561,13 @@ def test_fuzz_never_a_traceback(tmp_path, monkeypatch):
         run(path)
     codes = len(seen)
     assert cases == 1000 and codes == 3  # every outcome occurred: the mutations reach the judging
+
+
+def test_websocket_control_frames_are_left_out_and_a_payload_is_said(tmp_path):
+    ping = {"type": "send", "time": 1795792649292.0, "opcode": 9, "data": "my-secret-host.internal"}
+    pong = {"type": "receive", "time": 1795792649292.0, "opcode": 10, "data": ""}
+    path = write_har(tmp_path / "ctl.har", har_of(pw_socket([ping, pong, send(GOOD_WS)])))
+    rc, out, err = check(path)
+    assert rc == 1 and not err  # the handshake's Origin; the frames read
+    assert ("read with care: 1 WebSocket control frames (close, ping, pong: left out); "
+            "1 client WebSocket control frames WITH A PAYLOAD (left out: not judged offline)") in out

@@ -427,8 +427,11 @@ def _websocket(entry: dict, fl: http.HTTPFlow, notes: list[str]) -> list[int]:
             else:
                 notes.append("unreadable server-to-client WebSocket messages (left out, never judged)")
             continue
-        if m is None:
-            notes.append("WebSocket control frames (close, ping, pong: left out)")
+        if m is None:  # a live proxy empties a client's control-frame payload (telewarden.websocket.control-frame)
+            if msg.get("type") == "send" and msg.get("data"):
+                notes.append("client WebSocket control frames WITH A PAYLOAD (left out: not judged offline)")
+            else:
+                notes.append("WebSocket control frames (close, ping, pong: left out)")
             continue
         m, bad_time = m
         if bad_time and m.from_client:

@@ -88,6 +88,16 @@ def test_block_mode_never_forwards_a_violation_and_answers_like_the_proxy(squid_
         assert rec["decision"] == "blocked" and rec["id"] == answer["message"]
 
 
+@pytest.mark.parametrize("url", [f"http://{HOST}/v1/http", f"https://{HOST}:443/v1/http"])
+def test_a_conforming_request_over_plain_http_or_with_a_port_is_forwarded_in_block_mode(squid_stack, upstream, url):
+    upstream.clear()
+    status, resp, _ = squid_stack.curl(body_of("cli-v1.3"), port="block", url=url)
+    assert status == 200, resp[:300]
+    assert arrived(upstream) == [body_of("cli-v1.3")]
+    rec = service(squid_stack, "block").decisions()[-1]
+    assert rec["decision"] == "forwarded" and rec["findings"] == []
+
+
 def test_audit_mode_forwards_violations_unchanged_and_records_them(squid_stack, upstream):
     c = case("cli-flag-values")
     upstream.clear()

@@ -89,7 +89,7 @@ def render_html(ledger: Ledger) -> str:
             word = {0: "intact", 1: "TAMPERED", 2: "unreadable"}.get(s.chain[0], "?")
             parts.append(f'<div class="{"card" if ok else "banner"}" data-chain="{h(word)}" id="chain-{h(s.label)}">'
                          f"Audit trail <code>{h(s.label)}</code>: hash chain <b>{h(word)}</b>: "
-                         f'<span class="mono">{h(s.chain[1])}</span></div>')
+                         f'<span class="mono">{h(s.chain[1].split(": ", 1)[-1])}</span></div>')
     parts.append('<div class="cards" id="totals" '
                  f'data-messages="{t["messages"]}" data-flagged="{t["flagged"]}" data-findings="{t["findings"]}" '
                  + " ".join(f'data-{d}="{t["decisions"].get(d, 0)}"' for d in DECISIONS)

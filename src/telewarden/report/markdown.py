@@ -13,13 +13,13 @@ from typing import Any
 from .. import render
 from .model import DECISIONS, OWN, Ledger, PackLedger, iso
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 
 
 def md(value: Any) -> str:
     text = render.escape(value)  # one line; control, bidi and invisible characters made visible
-    text = _MD_SPECIAL.sub(r"\\\1", text)
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")  # no inline HTML
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def code(value: Any) -> str:
@@ -46,7 +46,7 @@ def render_markdown(ledger: Ledger) -> str:
     for s in ledger.sources:
         if s.chain is not None:
             word = {0: "intact", 1: "TAMPERED", 2: "unreadable"}.get(s.chain[0], "?")
-            out += [f"**Audit trail {code(s.label)}: hash chain {word}**: {md(s.chain[1])}", ""]
+            out += [f"**Audit trail {code(s.label)}: hash chain {word}**: {md(s.chain[1].split(': ', 1)[-1])}", ""]
     out += [f"**{t['messages']} telemetry messages**, {t['flagged']} with findings ({t['findings']} findings); "
             + md(", ".join(f"{t['decisions'].get(d, 0)} {d}" for d in DECISIONS))
             + f"; {t['passed_through']} unclaimed messages passed through; {md(iso(first))} to {md(iso(last))}.", ""]

@@ -26,8 +26,7 @@ def summary(ledger: Ledger) -> str:
         out.extend(_pack(ledger, pl))
     for s in ledger.sources:
         if s.chain is not None:
-            word = {0: "intact", 1: "TAMPERED", 2: "unreadable"}.get(s.chain[0], "?")
-            out.append(f"audit trail {e(s.label)}: chain {word}: {e(s.chain[1])}")
+            out.append(f"audit trail {e(s.label)}: hash chain {e(s.chain[1])}")
     n = sum(ledger.unclaimed.values())
     if n or any(s.what == "recording" for s in ledger.sources):
         hosts = _top(ledger.unclaimed, 8)
@@ -48,13 +47,14 @@ def _pack(ledger: Ledger, pl: PackLedger) -> list[str]:
             continue
         status = {"broken": "BROKEN", "kept": "kept", "not seen": "not seen"}[row.status]
         label = "telewarden" if row.key.startswith(OWN) else e(row.key)
-        head = f"  {status:<9} {label:<{width}}  {row.broken:>5} of {row.checked:<5} messages"
-        if row.rules:
-            head += "  " + ", ".join(f"{e(r)} x{n}" for r, n in row.rules.most_common())
-        elif row.waived:
-            head += f"  ({row.waived} waived)"
+        head = f"  {status:<9} {label:<{width}}  {row.broken:>5} of {row.checked} messages broke it"
+        if row.waived:
+            head += f" ({row.waived} more only waived findings)"
         lines.append(head)
         lines.extend(textwrap.wrap(f'"{e(row.text)}"', 100, initial_indent=" " * 12, subsequent_indent=" " * 13))
+        if row.rules:
+            lines.extend(textwrap.wrap("rules: " + ", ".join(f"{e(r)}\u00a0x{n}" for r, n in row.rules.most_common()), 100,
+                                       initial_indent=" " * 12, subsequent_indent=" " * 19, break_on_hyphens=False))
         if row.broken:
             lines.append(f"            by kind: {_top(row.kinds_broken)}")
             versions = Counter({k: v for k, v in row.versions_broken.items()})

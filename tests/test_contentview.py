@@ -1,0 +1,138 @@
+"""The `telewarden` content view (mitmweb): a judged flow's body with its findings beside it and the
+scrubbed body for comparison, for flows judged live and flows loaded from a file."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from mitmproxy import contentviews, http
+from mitmproxy import io as mio
+from mitmproxy import websocket
+from mitmproxy.test import taddons, tflow
+
+from conftest import KEY, PAYLOADS
+from telewarden import contentview
+from telewarden.addon import Telewarden
+from telewarden.engine import Engine
+from telewarden.mitmexchange import apply_to_request, http_exchange
+from telewarden.model import Mode
+
+LEAKY_CLI = {**PAYLOADS["cli-v2.48-no-error"],
+             "data": {**PAYLOADS["cli-v2.48-no-error"]["data"],
+                      "command": "hasura migrate apply --endpoint https://db.acme.internal --admin-secret s3cr3t"}}
+
+
+def cli_flow(body: dict | bytes, host: str = "telemetry.hasura.io") -> http.HTTPFlow:
+    f = tflow.tflow(resp=True)
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    f.request = http.Request.make("POST", f"https://{host}/v1/http", raw,
+                                  {"content-type": "application/json", "user-agent": "Go-http-client/1.1"})
+    f.client_conn.sni = f.server_conn.sni = host
+    return f
+
+
+@pytest.fixture
+def view(engine):
+    v = contentview.register(lambda: engine, lambda: Mode.SCRUB)
+    yield v
+    contentview.register()  # leave a view without this test's engine behind
+
+
+def show(flow, message=None, view_name="auto"):
+    with taddons.context():
+        return contentviews.prettify_message(message if message is not None else flow.request, flow, view_name)
+
+
+def test_registered_and_chosen_for_telemetry_with_findings_beside_the_lines(view):
+    f = cli_flow(LEAKY_CLI)
+    res = show(f)
+    assert res.view_name == "telewarden" and res.syntax_highlight == "yaml"
+    text = res.text
+    assert "SCRUB WOULD REPAIR  hasura/cli" in text
+    assert "[1] hasura.cli.command-args  /data/command  high" in text
+    marked = [line for line in text.splitlines() if "# << [1] hasura.cli.command-args" in line]
+    assert len(marked) == 1 and '"command": "hasura migrate apply --endpoint' in marked[0]
+    after = text.split("# --- after scrub: what scrub mode forwards ---")[1]
+    assert '"command": "hasura migrate apply",' in after and "acme" not in after.split("# --- changes ---")[0]
+    assert '# -        "command": "hasura migrate apply --endpoint' in text  # the change, as a diff
+
+
+def test_not_chosen_for_other_traffic_or_responses_but_usable_by_name(view):
+    other = cli_flow(LEAKY_CLI, host="example.org")
+    assert show(other).view_name != "telewarden"
+    assert "passed through unjudged" in show(other, view_name="telewarden").text
+    f = cli_flow(LEAKY_CLI)
+    assert show(f, f.response).view_name != "telewarden"
+    assert "the server's response" in show(f, f.response, view_name="telewarden").text
+
+
+def test_a_flow_judged_live_and_saved_shows_the_live_verdict_and_the_original_body(view, engine, tmp_path):
+    f = cli_flow(LEAKY_CLI)
+    verdict = engine.inspect(http_exchange(f), Mode.SCRUB)
+    f.backup()  # the original, kept by mitmproxy (flow.revert() restores it)
+    apply_to_request(f.request, verdict.repaired)
+    Telewarden._annotate(f, verdict)  # what the addon stores on the flow
+    path = tmp_path / "flows.mitm"
+    with path.open("wb") as fh:
+        mio.FlowWriter(fh).add(f)
+    with path.open("rb") as fh:
+        (loaded,) = list(mio.FlowReader(fh).stream())
+    for flow in (f, loaded):
+        text = show(flow).text
+        assert "# judged live: SCRUBBED (1 scrubbed) rules: hasura.cli.command-args" in text
+        assert "as the client sent it" in text
+        assert "# << [1] hasura.cli.command-args" in text
+
+
+def test_a_live_scrubbed_flow_without_backup_says_the_original_was_not_kept(view, engine):
+    f = cli_flow(LEAKY_CLI)
+    verdict = engine.inspect(http_exchange(f), Mode.SCRUB)
+    apply_to_request(f.request, verdict.repaired)
+    Telewarden._annotate(f, verdict)
+    text = show(f).text
+    assert "the original was not kept" in text and "no findings" in text
+    assert "acme" not in text
+
+
+def test_websocket_frames_from_the_client_are_judged(view):
+    f = tflow.twebsocketflow()
+    f.request = http.Request.make("GET", "https://telemetry.hasura.io/v1/ws", b"",
+                                  {"upgrade": "websocket", "connection": "upgrade", "sec-websocket-version": "13",
+                                   "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    f.client_conn.sni = f.server_conn.sni = "telemetry.hasura.io"
+    frame = json.loads(json.dumps(PAYLOADS["console-v2.0-source-default"]))
+    frame["data"]["url"] = "/data/default/schema/public/tables/customers/modify"
+    f.websocket = websocket.WebSocketData(messages=[
+        websocket.WebSocketMessage(1, True, json.dumps(frame).encode(), 946681205),
+        websocket.WebSocketMessage(1, False, b'{"ok":true}', 946681206)])
+    client, server = f.websocket.messages
+    res = show(f, client)
+    assert res.view_name == "telewarden"
+    assert "hasura.console.url-route" in res.text and "# << [1]" in res.text
+    assert "/SCHEMA_NAME/tables/TABLE_NAME/modify" in res.text.split("after scrub")[1]
+    assert show(f, server).view_name != "telewarden"
+    assert "server-to-client" in show(f, server, view_name="telewarden").text
+
+
+def test_sender_chosen_text_cannot_reorder_or_hide_lines(view):
+    body = {**LEAKY_CLI, "data": {**LEAKY_CLI["data"], "command": "hasura version \u202e\x1b[2J\u2028x"}}
+    text = show(cli_flow(body)).text
+    assert "\u202e" not in text and "\u2028" not in text and "\x1b" not in text
+    assert "\\u202e" in text
+    raw = cli_flow(b"\xff\xfe not json \x1b[31m")
+    text = show(raw).text
+    assert "telewarden.body." in text and "\x1b" not in text
+
+
+def test_uses_the_proxy_engine_and_works_without_one(engine):
+    f = cli_flow(LEAKY_CLI)
+    contentview.register(lambda: engine)
+    try:
+        text = show(f).text
+        assert engine.digest(LEAKY_CLI["data"]["command"]) in text  # the proxy's key: digests match its trail
+    finally:
+        contentview.register()
+    assert "hasura.cli.command-args" in show(f).text  # standalone: the bundled packs
+    assert not engine.keep_values  # the view never switches the proxy's engine to keeping values

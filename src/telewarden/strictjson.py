@@ -11,6 +11,8 @@ import json
 import math
 from typing import Any
 
+from .patterns import compile_pattern
+
 
 class StrictJSONError(ValueError):
     def __init__(self, code: str, message: str) -> None:
@@ -39,6 +41,9 @@ def _float(text: str) -> float:
 # Telemetry has no use for larger integers (counts, sizes and durations fit with room to spare).
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 _INT_DIGITS = len(str(INT_MAX))  # 19
+# Only a body with a run of 19 digits can hold such an integer: the others skip the per-integer
+# hook (a Python call per number: +25% on a whole parse). One RE2 pass over the bytes (~1 us).
+_LONG_DIGITS = compile_pattern(f"[0-9]{{{_INT_DIGITS}}}")
 
 
 def _int(text: str) -> int:
@@ -54,7 +59,9 @@ def _constant(name: str) -> Any:
     raise StrictJSONError("invalid-json", f"{name} is not JSON")
 
 
-_decoder = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_float, parse_int=_int, parse_constant=_constant)
+_decoder = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_float, parse_constant=_constant)
+_decoder_long_ints = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_float, parse_int=_int,
+                                      parse_constant=_constant)
 
 
 def loads(body: bytes, *, max_bytes: int, max_depth: int) -> Any:
@@ -71,7 +78,7 @@ def loads(body: bytes, *, max_bytes: int, max_depth: int) -> Any:
     if text.count("[") + text.count("{") > max_depth and _depth(text) > max_depth:
         raise StrictJSONError("too-deep", f"nesting deeper than {max_depth}")
     try:
-        value = _decoder.decode(text)
+        value = (_decoder_long_ints if _LONG_DIGITS.search(body) else _decoder).decode(text)
     except StrictJSONError:
         raise
     except json.JSONDecodeError as e:

@@ -248,12 +248,21 @@ def fleet(tmp_path, upstream):
         "acl port_fleet myportname fleet",
         "adaptation_access twfleet allow port_fleet",
         "adaptation_access twfleet deny all",
+        # spreading: two more names for the same services, chosen by a random ACL
+        f"icap_service s1 reqmod_precache bypass=off icap://127.0.0.1:{svcs[0].port}/telewarden",
+        f"icap_service s2 reqmod_precache bypass=off icap://127.0.0.1:{svcs[1].port}/telewarden",
+        "acl port_spread myportname spread",
+        "acl half random 1/2",
+        "adaptation_access s1 allow port_spread half",
+        "adaptation_access s1 deny all",
+        "adaptation_access s2 allow port_spread",
+        "adaptation_access s2 deny all",
         f"icap_service optional reqmod_precache bypass=on icap://127.0.0.1:{dead}/telewarden",
         "acl port_optional myportname optional",
         "adaptation_access optional allow port_optional",
         "adaptation_access optional deny all",
     ]) + "\n"
-    squid = Squid(upstream, {"fleet": None, "optional": None}, extra_conf=conf).start()
+    squid = Squid(upstream, {"fleet": None, "optional": None, "spread": None}, extra_conf=conf).start()
     yield squid, svcs
     squid.stop()
     for s in svcs:
@@ -299,3 +308,14 @@ def test_a_chunked_request_is_judged_whole_and_forwarded_repaired_with_a_length(
     upstream.clear()
     status, _, _ = squid_stack.curl(body_of(case("cli-wrong-type")), port="scrub", headers=["Transfer-Encoding: chunked"])
     assert status == 403 and arrived(upstream) == []
+
+
+def test_a_random_acl_spreads_requests_over_the_services(fleet, upstream):
+    squid, (tw1, tw2) = fleet
+    bad = body_of(case("cli-flag-values"))
+    upstream.clear()
+    for _ in range(16):
+        assert squid.curl(bad, port="spread")[0] == 403
+    assert len(tw1.decisions()) + len(tw2.decisions()) == 16
+    assert tw1.decisions() and tw2.decisions()  # 1 chance in 2**15 to fail by chance
+    assert arrived(upstream) == []

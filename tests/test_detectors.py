@@ -212,3 +212,12 @@ def test_compile_any_is_one_pattern_for_a_value_set():
     assert not compile_any([]).fullmatch("") and not compile_any([]).fullmatch("x")
     with pytest.raises(PatternError, match="pattern 2: lookbehind"):
         compile_any(["a", r"(?<=x)b"])
+
+
+def test_patterns_remember_only_values_of_the_allowed_form():
+    rx = compile_pattern(r"hasura( [a-z]+)*")
+    assert rx.fullmatch("hasura version") and rx.fullmatch("hasura version")  # second: remembered
+    assert not rx.fullmatch("hasura version --admin-secret hunter2")
+    assert list(rx._seen) == ["hasura version"]  # a refused value never stays in memory
+    assert not rx.fullmatch("x" * 200) and rx.fullmatch("hasura " + "a" * 200)
+    assert list(rx._seen) == ["hasura version"]  # long values are not kept either

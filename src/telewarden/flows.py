@@ -280,18 +280,20 @@ def _har_flow(entry: Any) -> tuple[http.HTTPFlow, list[int], list[str]]:
         raise _Bad("no request object")
     req = entry["request"]
     url, method = req.get("url"), req.get("method")
-    if not isinstance(url, str) or not isinstance(method, str) or not method:
-        raise _Bad("the request has no method and URL")
+    if not isinstance(url, str):
+        raise _Bad("the request has no URL")
     try:
         parts = urlsplit(url.strip())
     except ValueError as e:
         raise _Bad(f"the URL cannot be parsed: {_short(e)}") from None
     scheme = parts.scheme.lower()
-    if scheme and scheme not in _SCHEMES:
-        shown = scheme if len(scheme) <= 20 else scheme[:20] + "…"
+    if scheme and scheme not in _SCHEMES:  # data:, blob:, about:, chrome-extension:, ... (Firefox
+        shown = scheme if len(scheme) <= 20 else scheme[:20] + "…"  # records data: with no method)
         raise _Skip(f"{shown}: URL")
     if not scheme or not parts.netloc:
         raise _Skip("relative URL (no scheme or host)")
+    if not isinstance(method, str) or not method:
+        raise _Bad("the request has no method")
     # ws(s):// handshakes as the http(s) requests they are, so the default ports are 80/443.
     url = _SCHEMES[scheme] + url.strip()[len(scheme):]
     headers, authority = _headers(req.get("headers", []), "request")

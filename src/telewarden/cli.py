@@ -32,9 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"telewarden {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    check = sub.add_parser("check", help="inspect recorded flows (.mitm/.flow, HAR)",
+    check = sub.add_parser("check", help="inspect recorded flows (.mitm/.flow, HAR, .zhar)",
                            description="Inspect every message to a pack's endpoints in recorded flows.")
-    check.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    check.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                       help="mitmproxy flow file, HAR (Chrome, Firefox, Playwright, ... with WebSocket messages) "
+                            "or mitmproxy's zlib HAR (.zhar)")
     _packs_args(check)
     check.add_argument("--mode", choices=[m.value for m in Mode], default="scrub",
                        help="judge as this mode would (default: scrub, which shows the repairs)")
@@ -47,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "write --expect-no-telemetry=PACK when a path follows)")
     check.add_argument("--junit", type=Path, metavar="FILE", help="also write a JUnit XML report")
     check.add_argument("--export", type=Path, metavar="FILE",
-                       help="write the flows with scrubbed bodies (.har for HAR, else mitm flows)")
+                       help="write the telemetry flows with scrubbed bodies (.har/.zhar for HAR, else mitm flows); "
+                            "what cannot be repaired is left out and noted, so checking the export passes")
     check.add_argument("--progress", choices=["auto", "always", "never"], default="auto",
                        help="progress bar on stderr (auto: only when stderr is a terminal and not in CI)")
     check.add_argument("--show-values", action="store_true",

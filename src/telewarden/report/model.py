@@ -422,8 +422,9 @@ def _schema_walk(node: Any, root: dict, path: tuple, trie: _Trie, depth: int) ->
 
 def _node(trie: _Trie, path: tuple) -> dict:
     node = trie.root
-    for tok in path:
+    for i, tok in enumerate(path):
         node = node.setdefault(tok, {})
+        node.setdefault("\0path", format_pointer(path[:i + 1]))
     return node
 
 
@@ -432,36 +433,51 @@ def body_facts(kind: Kind, doc: Any) -> tuple[list[str], list[tuple[str, str]]]:
     that it does not name (parent template, raw key); keys at closed objects are the engine's
     `schema.unknown-key` findings."""
     trie = _trie(kind)
-    seen: list[str] = []
+    seen: set[str] = set()
     open_keys: list[tuple[str, str]] = []
-    stack: list[tuple[Any, dict, tuple]] = [(doc, trie.root, ())]
+    stack: list[tuple[Any, dict]] = [(doc, trie.root)]
     budget = 20000
     while stack and budget:
-        value, node, path = stack.pop()
+        value, node = stack.pop()
         budget -= 1
-        if isinstance(value, dict):
-            items = value.items()
-        elif isinstance(value, list):
-            items = (("*", v) for v in value)
-        else:
-            continue
-        for k, v in items:
-            child = node.get(k) if isinstance(k, str) and not k.startswith("\0") else None
-            tok = k
-            if child is None:
-                child, tok = node.get("*"), "*"
-            if child is None:
-                if isinstance(value, dict) and node.get("\0closed") is False:  # None: a free object
-                    open_keys.append((format_pointer(path), str(k)))
-                continue
-            p = (*path, tok)
-            seen.append(format_pointer(p))
-            stack.append((v, child, p))
-    return list(dict.fromkeys(seen)), open_keys
+        if type(value) is dict:
+            for k, v in value.items():
+                child = node.get(k) if k[:1] != "\0" else None
+                if child is None:
+                    child = node.get("*")
+                    if child is None:
+                        if node.get("\0closed") is False:  # None: an object the schema leaves free
+                            open_keys.append((node.get("\0path", ""), k))
+                        continue
+                seen.add(child["\0path"])
+                if type(v) is dict or type(v) is list:
+                    stack.append((v, child))
+        elif type(value) is list:
+            child = node.get("*")
+            if child is not None and value:
+                seen.add(child["\0path"])
+                stack.extend((v, child) for v in value if type(v) is dict or type(v) is list)
+    return list(seen), open_keys
+
+
+_VERSION_POINTERS: dict[tuple[int, int], tuple[Any, Any, tuple]] = {}
 
 
 def version_pointers(pack: Pack | None, kind: Kind | None) -> tuple[tuple[str, ...], ...]:
-    """The kind's `versions:` pointers, else the pack's, else the fallback list."""
+    """The kind's `versions:` pointers, else the pack's, else the fallback list (cached per
+    loaded pack and kind)."""
+    key = (id(pack), id(kind))
+    hit = _VERSION_POINTERS.get(key)
+    if hit is not None and hit[0] is pack and hit[1] is kind:
+        return hit[2]
+    if len(_VERSION_POINTERS) > 1024:
+        _VERSION_POINTERS.clear()
+    found = _version_pointers(pack, kind)
+    _VERSION_POINTERS[key] = (pack, kind, found)
+    return found
+
+
+def _version_pointers(pack: Pack | None, kind: Kind | None) -> tuple[tuple[str, ...], ...]:
     for owner in (kind, pack):
         ptrs = getattr(owner, "versions", None) if owner is not None else None
         if ptrs:
@@ -495,8 +511,9 @@ _ABSENT = object()
 # -- builders ---------------------------------------------------------------------------------------
 
 def observe(ledger: Ledger, engine: Engine, ex: Exchange, verdict: Verdict, source: str | None,
-            deep: bool = True) -> None:
-    """Add one judged exchange: its record, and (deep) its version and fields from the body."""
+            deep: bool = True, fields_too: bool = True) -> None:
+    """Add one judged exchange: its record, and (deep) its client version and (fields_too) the
+    schema fields its body uses. `check` reads versions of flagged messages only, and no fields."""
     if verdict.decision is Decision.PASSED_THROUGH:
         ledger.add_passed(ex)
         return
@@ -505,7 +522,7 @@ def observe(ledger: Ledger, engine: Engine, ex: Exchange, verdict: Verdict, sour
     version, fields, open_keys, walked = NO_VERSION, [], [], False
     pack = next((p for p in engine.packs if p.id == verdict.pack), None)
     kind = next((k for k in pack.kinds if k.id == verdict.kind), None) if pack is not None and verdict.kind else None
-    if not deep:
+    if not deep or (not fields_too and not verdict.active_findings):
         version = NOT_RECORDED
     elif kind is not None and ex.body and ex.body_problem is None:
         try:
@@ -515,9 +532,10 @@ def observe(ledger: Ledger, engine: Engine, ex: Exchange, verdict: Verdict, sour
         if doc is not _ABSENT:
             flagged = {f.pointer for f in verdict.findings}
             version = client_version(pack, kind, doc, flagged, ledger.show_values)
-            fields, open_keys = body_facts(kind, doc)
-            walked = True
-    ledger.versions_known = ledger.versions_known or deep
+            if fields_too:
+                fields, open_keys = body_facts(kind, doc)
+                walked = True
+    ledger.versions_known = ledger.versions_known or (deep and fields_too)
     ledger.add(rec, version=version, walked=walked, fields=fields, open_keys=open_keys, values=values)
 
 
@@ -572,7 +590,7 @@ class CheckTap:
         def tapped(ex: Exchange, m: Mode) -> Verdict:
             verdict = inspect(ex, m)
             try:
-                observe(self.ledger, engine, ex, verdict, None, deep=True)
+                observe(self.ledger, engine, ex, verdict, None, deep=True, fields_too=False)
             except Exception:  # noqa: BLE001 - the summary must never change check's verdicts
                 pass
             return verdict

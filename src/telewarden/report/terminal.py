@@ -9,7 +9,7 @@ import textwrap
 from collections import Counter
 
 from ..render import escape as e
-from .model import OWN, Ledger, PackLedger, iso
+from .model import NOT_RECORDED, OWN, Ledger, PackLedger, iso
 
 
 def _top(c: Counter, n: int = 6) -> str:
@@ -57,8 +57,8 @@ def _pack(ledger: Ledger, pl: PackLedger) -> list[str]:
                                        initial_indent=" " * 12, subsequent_indent=" " * 19, break_on_hyphens=False))
         if row.broken:
             lines.append(f"            by kind: {_top(row.kinds_broken)}")
-            versions = Counter({k: v for k, v in row.versions_broken.items()})
-            if versions and ledger.versions_known:
+            versions = Counter({k: v for k, v in row.versions_broken.items() if k != NOT_RECORDED})
+            if versions:
                 lines.append(f"            by version: {_top(versions)}")
             lines.append(f"            first {iso(row.first)}, last {iso(row.last)}; "
                          f"{', '.join(f'{n} {d}' for d, n in sorted(row.decisions.items()))}")

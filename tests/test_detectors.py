@@ -221,3 +221,11 @@ def test_patterns_remember_only_values_of_the_allowed_form():
     assert list(rx._seen) == ["hasura version"]  # a refused value never stays in memory
     assert not rx.fullmatch("x" * 200) and rx.fullmatch("hasura " + "a" * 200)
     assert list(rx._seen) == ["hasura version"]  # long values are not kept either
+
+
+def test_detectors_keep_no_hit_in_memory():
+    ds = DetectorSet(list(DETECTOR_PATTERNS), {"ticket": r"ACME-\d+"})
+    ds.scan("db01.acme.internal ACME-42 10.0.0.1 jane@acme.com")
+    for d in ds._detectors:
+        for p in (d.start, d.mid, d.core, d.not_before):
+            assert p is None or p._seen is None

@@ -216,15 +216,15 @@ class DetectorSet:
             if name not in _BUILTINS:
                 raise KeyError(name)
             b = _BUILTINS[name]
-            start = Pattern(_with_context(b, True))
+            start = Pattern(_with_context(b, True), remember=False)  # a hit never stays in memory
             detectors.append(_Detector(
-                name, start, Pattern(_with_context(b, False)) if b.not_before else start,
-                Pattern(b.core) if b.not_after else None,
-                Pattern(f"[{b.not_before}]") if b.not_before else None,
+                name, start, Pattern(_with_context(b, False), remember=False) if b.not_before else start,
+                Pattern(b.core, remember=False) if b.not_after else None,
+                Pattern(f"[{b.not_before}]", remember=False) if b.not_before else None,
                 _GATES.get(name), _VALIDATORS.get(name)))
             start_patterns.append(start.pattern)
         for name, pattern in (extra or {}).items():
-            p = Pattern(pattern)  # a pack's pattern: PatternError (a ValueError) if RE2 refuses it
+            p = Pattern(pattern, remember=False)  # PatternError (a ValueError) if RE2 refuses it
             detectors.append(_Detector(name, p, p, None, None, None, None))
             start_patterns.append(pattern)
         # A pack's own patterns can match anything, so they switch the prefilter off.

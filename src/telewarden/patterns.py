@@ -98,9 +98,10 @@ class Pattern:
 
     __slots__ = ("pattern", "_rx", "_cap", "_seen")
 
-    def __init__(self, pattern: str, capture: bool = False) -> None:
+    def __init__(self, pattern: str, capture: bool = False, remember: bool = True) -> None:
         self.pattern = pattern
-        self._seen: dict[str | bytes, None] = {}
+        # remember=False for patterns that match what must not be kept (the detectors' hits)
+        self._seen: dict[str | bytes, None] | None = {} if remember else None
         self._rx = _compile(pattern, False)
         self._cap = _compile(pattern, True) if capture else None
 
@@ -108,14 +109,15 @@ class Pattern:
         return f"Pattern({self.pattern!r})"
 
     def fullmatch(self, text: str | bytes) -> bool:
-        if text in self._seen:
+        seen = self._seen
+        if seen is not None and text in seen:
             return True
         data = _bytes(text)
         ok = self._rx.Match(_ANCHOR_BOTH, data, 0, len(data))[0] != _NO_MATCH
-        if ok and len(text) <= _SEEN_LEN:  # only values of the allowed form are remembered
-            if len(self._seen) >= _SEEN_MAX:
-                self._seen.clear()
-            self._seen[text] = None
+        if ok and seen is not None and len(text) <= _SEEN_LEN:  # only values of the allowed form
+            if len(seen) >= _SEEN_MAX:
+                seen.clear()
+            seen[text] = None
         return ok
 
     def search(self, text: str | bytes) -> bool:

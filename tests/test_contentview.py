@@ -136,3 +136,62 @@ def test_uses_the_proxy_engine_and_works_without_one(engine):
         contentview.register()
     assert "hasura.cli.command-args" in show(f).text  # standalone: the bundled packs
     assert not engine.keep_values  # the view never switches the proxy's engine to keeping values
+
+
+def test_in_a_real_mitmweb_on_a_recording(tmp_path, confdir):
+    """mitmweb loads the demo recording and the addon (with the registration the addon makes);
+    its own content API serves the view, chosen automatically, for HTTP flows and WebSocket frames."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from conftest import EXAMPLES
+    from support.harness import free_port
+
+    script = tmp_path / "tw_with_view.py"
+    script.write_text("from telewarden.addon import addons\n"
+                      "from telewarden import contentview\n"
+                      "contentview.register(lambda: addons[0].engine, lambda: addons[0].mode)\n")
+    web, proxy = free_port(), free_port()
+    mitmweb = Path(sys.executable).with_name("mitmweb")
+    proc = subprocess.Popen([str(mitmweb), "--set", f"confdir={confdir}", "--set", "web_open_browser=false",
+                             "--set", "web_password=tw-test", "--web-host", "127.0.0.1", "--web-port", str(web),
+                             "--listen-host", "127.0.0.1", "--listen-port", str(proxy), "-s", str(script),
+                             "--set", f"telewarden_audit={tmp_path / 'audit'}", "--set", "telewarden_reload_ms=0",
+                             "--set", "telewarden_resolve_s=0", "-r", str(EXAMPLES / "flows" / "hasura-demo.mitm")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def get(path: str):
+        req = urllib.request.Request(f"http://127.0.0.1:{web}{path}", headers={"Authorization": "Bearer tw-test"})
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    try:
+        flows = None
+        for _ in range(100):
+            try:
+                flows = get("/flows")
+                if flows:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert flows, proc.stdout.read1(65536).decode() if proc.poll() is not None else "mitmweb did not answer"
+        http_flow = next(f for f in flows if f["request"]["path"] == "/v1/http" and f["request"]["contentLength"])
+        view = get(f"/flows/{http_flow['id']}/request/content/auto.json")
+        assert view["view_name"] == "telewarden" and view["text"].startswith("# telewarden: ")
+        assert "# --- request body as judged" in view["text"] and "# --- after scrub" in view["text"]
+        ws_flow = next(f for f in flows if f["request"]["path"] == "/v1/ws" and f.get("websocket"))
+        frames = get(f"/flows/{ws_flow['id']}/messages/content/auto.json")
+        sent = [m for m in frames if m["from_client"]]
+        assert sent and all(m["view_name"] == "telewarden" for m in sent)
+        assert any("# findings (" in m["text"] for m in sent) or all("no findings" in m["text"] for m in sent)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -220,10 +220,17 @@ def test_websocket_upgrade_in_audit_mode_is_forwarded_and_recorded_as_uninspecta
     assert "telewarden.upgrade.uninspectable" in [f["rule"] for f in rec["findings"]]
 
 
-def test_each_trail_is_intact(squid_stack):
+def test_each_trail_is_intact_and_every_record_follows_the_record_schema(squid_stack):
+    import jsonschema
+
+    from conftest import ROOT
+
+    schema = json.loads((ROOT / "schemas" / "audit-record.schema.json").read_text())
     for name, svc in squid_stack.services.items():
         if svc is None or not svc.audit.exists():
             continue
+        for rec in svc.records():
+            jsonschema.validate(rec, schema)
         out = subprocess.run([str(BIN / "telewarden"), "audit", "verify", str(svc.audit)], capture_output=True,
                              text=True, timeout=30)
         assert out.returncode == 0, (name, out.stdout, out.stderr)

@@ -345,7 +345,7 @@ def test_html_ledger_in_chromium_holds_the_figures(tmp_path, packs):
     assert "Promise ledger" in "".join(dom.text)
 
     shot = tmp_path / "ledger.png"
-    done = chromium([f"--screenshot={shot}", "--window-size=1366,2400", page.as_uri()], tmp_path)
+    done = chromium([f"--screenshot={shot}", "--window-size=1366,1700", page.as_uri()], tmp_path)
     assert done.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
     keep = os.environ.get("TELEWARDEN_LEDGER_PNG")  # regenerate docs/ledger.png: set it to that path
     if keep:

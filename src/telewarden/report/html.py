@@ -154,6 +154,9 @@ def timeline_svg(ledger: Ledger, width: int = 1000, height: int = 190) -> str:
             out.append(f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{max(bar_w - 2, 1):.1f}" height="{hgt:.1f}" '
                        f'fill="{color}" data-decision="{h(key)}" data-count="{n}"><title>{n} {h(label)} from '
                        f"{h(iso(start))}</title></rect>")
+    if span > 0:
+        out.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 12}" font-size="11" text-anchor="middle" '
+                   f'fill="#5b6673">each bar: {_duration(span / nbins)}</text>')
     out.append(f'<text x="{left}" y="{height - 12}" font-size="11" fill="#5b6673">{h(iso(t0))}</text>'
                f'<text x="{width - right}" y="{height - 12}" font-size="11" text-anchor="end" fill="#5b6673">'
                f"{h(iso(t1))}</text></svg>")
@@ -161,6 +164,13 @@ def timeline_svg(ledger: Ledger, width: int = 1000, height: int = 190) -> str:
     out.append('<div class="legend">' + "".join(
         f'<span><i style="background:{c}"></i>{h(label)}: {counts.get(k, 0)}</span>' for k, label, c in SERIES) + "</div>")
     return "".join(out)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
 
 
 def _status_cell(row: PromiseRow) -> str:
@@ -193,10 +203,10 @@ def _pack(ledger: Ledger, pl: PackLedger) -> str:
          + (f"; {pl.sunk} answered by telewarden's sink, never sent" if pl.sunk else "")
          + f"; first {h(iso(pl.first))}, last {h(iso(pl.last))}.</p>",
          "<h3>Promises</h3>",
-         '<table class="promises"><colgroup><col style="width:8%"><col style="width:24%"><col style="width:8%">'
-         '<col style="width:23%"><col style="width:12%"><col style="width:14%"><col style="width:11%"></colgroup>'
+         '<table class="promises"><colgroup><col style="width:8%"><col style="width:22%"><col style="width:7%">'
+         '<col style="width:23%"><col style="width:12%"><col style="width:14%"><col style="width:14%"></colgroup>'
          '<thead><tr><th>status</th><th>promise</th><th class="n">broken / checked</th>'
-         "<th>rules that broke it (messages)</th><th>by kind (broken/checked)</th><th>by client version (broken/checked)</th>"
+         "<th>rules that broke it (messages)</th><th>by kind (broken / checked)</th><th>by client version (broken / checked)</th>"
          "<th>first / last broken (UTC)</th></tr></thead><tbody>"]
     rows = ledger.rows(pl)
     for row in rows:

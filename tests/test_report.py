@@ -347,6 +347,10 @@ def test_html_ledger_in_chromium_holds_the_figures(tmp_path, packs):
     shot = tmp_path / "ledger.png"
     done = chromium([f"--screenshot={shot}", "--window-size=1366,1700", page.as_uri()], tmp_path)
     assert done.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+    pdf = tmp_path / "ledger.pdf"  # printable: Chromium's print path lays it out on pages
+    done = chromium(["--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri()], tmp_path)
+    assert done.returncode == 0 and pdf.read_bytes()[:5] == b"%PDF-"
+    assert len(re.findall(rb"/Type\s*/Page\b", pdf.read_bytes())) >= 2
     keep = os.environ.get("TELEWARDEN_LEDGER_PNG")  # regenerate docs/ledger.png: set it to that path
     if keep:
         shutil.copy(shot, keep)

@@ -47,6 +47,8 @@ ul.tight{margin:0;padding-left:16px}
 svg{width:100%;height:auto;border:1px solid var(--line);background:#fff}
 .raw{color:#7f1d1d;font-weight:600}
 footer{margin-top:30px;color:var(--muted);font-size:12px}
+@media print,(max-width:900px){code,.mono,td.when{font-size:9.5px}td.when{white-space:normal}
+ .badge{font-size:9.5px;padding:1px 4px}th,td{padding:3px 4px}}
 @media print{body{font-size:11px}main{max-width:none;padding:0}h2{break-after:avoid}tr,.card,svg{break-inside:avoid}
  .card{background:none}a{color:inherit;text-decoration:none}}
 @page{margin:14mm}

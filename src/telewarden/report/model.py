@@ -221,13 +221,14 @@ class Ledger:
         # promises: which ones judged this message, which ones it broke
         cited: dict[str, list[tuple[int, dict]]] = defaultdict(list)
         for i, f in enumerate(findings):
-            cited[self._promise_key(pl, f)].append((i, f))
+            cited[self._promise_key(pl, f, kind or "(unknown kind)", version)].append((i, f))
             if f.get("rule", "").endswith(".schema.unknown-key"):
                 pl.drift[(kind or "(unknown kind)", str(f.get("pointer") or "(message)"))][str(f.get("preview") or "")] += 1
                 if self.show_values and values is not None and i < len(values) and values[i][0]:
                     pl.drift_raw[(kind or "(unknown kind)", str(f.get("pointer") or "(message)"))].add(values[i][0])
         scope = _scope(pl.pack, str(rec.get("transport")), endpoint, kind) if pl.pack is not None else frozenset()
-        for key in set(scope) | set(cited):
+        own = {k for k in pl.promises if k.startswith(OWN)}  # telewarden's own reasons hold for every message
+        for key in set(scope) | set(cited) | own:
             row = pl.promises.get(key)
             if row is None:
                 text = next((str(f.get("promise", "")) for _, f in cited.get(key, [])), key)
@@ -254,7 +255,7 @@ class Ledger:
             for i, f in hits:
                 self._evidence(row, f, t, rec, values[i] if values is not None and i < len(values) else None)
 
-    def _promise_key(self, pl: PackLedger, f: dict) -> str:
+    def _promise_key(self, pl: PackLedger, f: dict, kind: str, version: str | None) -> str:
         text = str(f.get("promise", ""))
         key = pl.by_text.get(text)
         if key is not None:
@@ -263,7 +264,16 @@ class Ledger:
         own = self._own.setdefault(pl.id, {})
         if text not in own:
             own[text] = f"{OWN}:{len(own) + 1}"
-            pl.promises.setdefault(own[text], PromiseRow(own[text], text))
+            # every earlier message of the pack was held to it too (this one is counted by the caller)
+            row = pl.promises.setdefault(own[text], PromiseRow(own[text], text))
+            row.checked = pl.messages - 1
+            row.kinds_checked = Counter(pl.kinds)
+            row.kinds_checked[kind] -= 1
+            for (_, v), n in pl.versions.items():
+                row.versions_checked[v] += n
+            if version is not None:
+                row.versions_checked[version] -= 1
+            row.kinds_checked, row.versions_checked = +row.kinds_checked, +row.versions_checked
         return own[text]
 
     def _evidence(self, row: PromiseRow, f: dict, t: float | None, rec: dict, value: tuple | None) -> None:

@@ -47,7 +47,8 @@ def _pack(ledger: Ledger, pl: PackLedger) -> list[str]:
             continue
         status = {"broken": "BROKEN", "kept": "kept", "not seen": "not seen"}[row.status]
         label = "telewarden" if row.key.startswith(OWN) else e(row.key)
-        head = f"  {status:<9} {label:<{width}}  {row.broken:>5} of {row.checked} messages broke it"
+        head = f"  {status:<9} {label:<{width}}  " + (f"{row.broken:>5} of {row.checked} messages broke it" if row.checked
+                                                     else "  no message it applies to")
         if row.waived:
             head += f" ({row.waived} more only waived findings)"
         lines.append(head)

@@ -367,3 +367,15 @@ def test_hostile_strings_stay_text_in_chromium(tmp_path, packs):
     tags = {t for t, _ in dom.elements}
     assert not tags & {"script", "a", "img", "iframe"}
     assert "<script>alert(1)</script>" in "".join(dom.text)  # shown as text
+
+
+def test_a_promise_kept_only_by_waivers_says_so(tmp_path):
+    target = tmp_path / "ledger.html"
+    args = build_parser().parse_args(["report", str(DEMOS[0]), "--allow", "hasura.cli.*=accepted (TICKET-1)",
+                                      "-o", str(target)])
+    out = io.StringIO()
+    report_cli.run(args, out)
+    page = target.read_text()
+    assert re.search(r'data-promise="cli-not-recorded" data-status="waived" data-broken="0" data-checked="\d+" '
+                     r'data-waived="[1-9]', page)
+    assert "accepted (TICKET-1)" in page and "waived: hasura.cli.* (accepted (TICKET-1))" in out.getvalue()

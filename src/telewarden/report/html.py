@@ -36,7 +36,7 @@ th,td{border:1px solid var(--line);padding:5px 7px;text-align:left;vertical-alig
 th{background:var(--soft);font-weight:600}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}td.n{white-space:nowrap}
 .badge{display:inline-block;color:#fff;font-weight:700;font-size:12px;padding:2px 7px;border-radius:4px;text-transform:uppercase;letter-spacing:.03em}
-.badge.broken{background:var(--bad)}.badge.kept{background:var(--ok)}.badge.not-seen{background:var(--none)}
+.badge.broken{background:var(--bad)}.badge.waived{background:#8d6e00}.badge.kept{background:var(--ok)}.badge.not-seen{background:var(--none)}
 td.status{white-space:nowrap}
 table.promises,table.evidence{table-layout:fixed}
 table.promises code{overflow-wrap:normal;word-break:normal}
@@ -85,6 +85,9 @@ def render_html(ledger: Ledger) -> str:
     if ledger.show_values:
         parts.append('<div class="banner" id="raw-banner">This report contains RAW VALUES from the messages (marked RAW): '
                      "what leaked, for a local reviewer. Do not attach it to a ticket, a CI log or an audit trail.</div>")
+    if ledger.waivers:
+        parts.append('<p id="waivers">Waived by review (<code>--allow</code>): shown as evidence, not counted as breaking: '
+                     + "; ".join(f"<code>{h(r)}</code> ({h(why)})" for r, why in ledger.waivers.items()) + "</p>")
     for s in ledger.sources:
         if s.chain is not None:
             ok = s.chain[0] == 0

@@ -43,6 +43,9 @@ def render_markdown(ledger: Ledger) -> str:
            + f"; judged as {md(ledger.mode)} mode would.", ""]
     if ledger.show_values:
         out += ["> **WARNING: this report contains RAW VALUES** (marked RAW): for a local reviewer, not for a ticket.", ""]
+    if ledger.waivers:
+        out += ["Waived by review (not counted as breaking): "
+                + "; ".join(f"{code(r)} ({md(why)})" for r, why in ledger.waivers.items()), ""]
     for s in ledger.sources:
         if s.chain is not None:
             word = {0: "intact", 1: "TAMPERED", 2: "unreadable"}.get(s.chain[0], "?")

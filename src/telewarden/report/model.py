@@ -97,6 +97,8 @@ class PromiseRow:
     def status(self) -> str:
         if self.broken:
             return "broken"
+        if self.waived:
+            return "waived"  # kept only because review waived what broke it (--allow)
         return "kept" if self.checked else "not seen"
 
 

@@ -32,6 +32,8 @@ def summary(ledger: Ledger) -> str:
         hosts = _top(ledger.unclaimed, 8)
         out.append(f"unclaimed traffic passed through: {n} messages to {len(ledger.unclaimed)} hosts"
                    + (f" ({hosts})" if hosts else ""))
+    if ledger.waivers:
+        out.append("waived: " + "; ".join(f"{e(r)} ({e(why)})" for r, why in ledger.waivers.items()))
     if ledger.show_values:
         out.append("WARNING: --show-values: the ledger shows RAW VALUES (marked RAW) for a local reviewer")
     return "\n".join(out) + "\n"
@@ -45,12 +47,12 @@ def _pack(ledger: Ledger, pl: PackLedger) -> list[str]:
     for row in ledger.rows(pl):
         if row.key.startswith(OWN) and not row.checked:
             continue
-        status = {"broken": "BROKEN", "kept": "kept", "not seen": "not seen"}[row.status]
+        status = {"broken": "BROKEN", "kept": "kept", "not seen": "not seen", "waived": "waived"}[row.status]
         label = "telewarden" if row.key.startswith(OWN) else e(row.key)
         head = f"  {status:<9} {label:<{width}}  " + (f"{row.broken:>5} of {row.checked} messages broke it" if row.checked
                                                      else "  no message it applies to")
         if row.waived:
-            head += f" ({row.waived} more only waived findings)"
+            head += f"; {row.waived} more only by waived rules"
         lines.append(head)
         lines.extend(textwrap.wrap(f'"{e(row.text)}"', 100, initial_indent=" " * 12, subsequent_indent=" " * 13))
         if row.rules:

@@ -20,6 +20,8 @@ from telewarden import strictjson
 TW = str(Path(sys.executable).parent / "telewarden")
 BAD_HTTP = [c for c in VIOLATIONS if c["transport"] == "http"]
 BAD_WS = [c for c in VIOLATIONS if c["transport"] == "websocket"]
+# the console runs in a browser: its handshake carries a browser's User-Agent (hasura.console.user-agent)
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
 
 
 def tw(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -40,7 +42,8 @@ def recorded(tmp_path_factory, upstream, confdir):
     for case in BAD_HTTP[:3]:
         proxy.curl(strictjson.dumps(case["body"]))
     proxy.curl(b'{"hello":"world"}', url="https://other.test/api")
-    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None) as ws:
+    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
+                 user_agent_header=BROWSER_UA) as ws:
         ws.send(json.dumps(PAYLOADS["console-v2.48-click"]))
         ws.send(json.dumps(BAD_WS[0]["body"]))
     proxy.stop()

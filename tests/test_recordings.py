@@ -40,6 +40,7 @@ BAD_HTTP = next(c for c in VIOLATIONS if c["transport"] == "http" and c["expect"
 BAD_WS = next(c for c in VIOLATIONS if c["transport"] == "websocket")
 GOOD_HTTP = PAYLOADS["cli-v1.3"]
 GOOD_WS = PAYLOADS["console-v2.48-click"]
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
 
 
 def check(*args: str | Path) -> tuple[int, str, str]:
@@ -411,7 +412,8 @@ def scrubbed_recording(tmp_path_factory, upstream, confdir):
     proxy = Proxy(folder, upstream, confdir, "scrub", ["--set", f"save_stream_file={flows}"]).start()
     proxy.curl(strictjson.dumps(GOOD_HTTP))
     proxy.curl(strictjson.dumps(BAD_HTTP["body"]))
-    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None) as ws:
+    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
+                 user_agent_header=BROWSER_UA) as ws:
         ws.send(json.dumps(GOOD_WS))
         ws.send(json.dumps(BAD_WS["body"]))
     proxy.stop()

@@ -379,3 +379,22 @@ def test_a_promise_kept_only_by_waivers_says_so(tmp_path):
     assert re.search(r'data-promise="cli-not-recorded" data-status="waived" data-broken="0" data-checked="\d+" '
                      r'data-waived="[1-9]', page)
     assert "accepted (TICKET-1)" in page and "waived: hasura.cli.* (accepted (TICKET-1))" in out.getvalue()
+
+
+def test_odd_records_and_endless_made_up_values_stay_bounded(packs):
+    ledger = Ledger(packs)
+    ledger.add({"decision": "blocked", "pack": {"a": 1}, "kind": [1], "time": 5, "transport": None,
+                "findings": [{"rule": 5, "promise": None, "pointer": ["x"]}, "not a finding"]})  # a tampered trail
+    for i in range(3000):
+        ledger.add({"decision": "forwarded", "pack": "hasura", "kind": "cli", "endpoint": "http", "transport": "http",
+                    "time": f"2026-11-27T09:{i // 60 % 60:02d}:{i % 60:02d}.000Z",
+                    "findings": [{"rule": "hasura.schema.unknown-key", "pointer": f"/data/(key:{i:012x}, 8 chars)",
+                                  "promise": packs[0].generic_promise, "preview": "string, 1 chars", "severity": "high"}]},
+                   version=f"v1.{i}.0")
+        ledger.add_passed(Exchange(Transport.HTTP, "GET", (f"h{i}.example",), 443, "/"))
+    pl = ledger.packs["hasura"]
+    assert len(pl.versions) <= 501 and len(pl.drift) <= 501
+    assert sum(ledger.unclaimed.values()) == 3000
+    assert len(ledger.timeline.buckets) <= ledger.timeline.limit
+    for view in (render_html, render_markdown, summary):
+        assert view(ledger)

@@ -124,23 +124,18 @@ def _sources_line(ledger: Ledger) -> str:
 
 def timeline_svg(ledger: Ledger, width: int = 1000, height: int = 190) -> str:
     """Messages over time, stacked by decision, in at most 60 bars."""
-    points = ledger.timeline
-    if not points:
+    tl = ledger.timeline
+    if not tl:
         return '<p class="muted" id="timeline">No timed messages.</p>'
-    t0, t1 = min(p[0] for p in points), max(p[0] for p in points)
-    span = t1 - t0
-    nbins = 1 if span <= 0 else min(60, max(1, len(points)))
-    bins = [Counter() for _ in range(nbins)]
-    for ts, label in points:
-        i = 0 if span <= 0 else min(nbins - 1, int((ts - t0) / span * nbins))
-        bins[i][label] += 1
+    t0, step, bins = tl.bins(60)
+    t1, span, nbins = tl.last, tl.last - t0, len(bins)
     top = max(sum(b.values()) for b in bins)
     left, right, upper, lower = 44, 10, 10, 34
     plot_w, plot_h = width - left - right, height - upper - lower
     bar_w = plot_w / nbins
     out = [f'<svg id="timeline" viewBox="0 0 {width} {height}" role="img" xmlns="http://www.w3.org/2000/svg" '
-           f'data-messages="{len(points)}" data-bins="{nbins}" aria-label="messages over time by decision">',
-           f"<title>{len(points)} messages from {h(iso(t0))} to {h(iso(t1))}</title>"]
+           f'data-messages="{tl.count}" data-bins="{nbins}" aria-label="messages over time by decision">',
+           f"<title>{tl.count} messages from {h(iso(t0))} to {h(iso(t1))}</title>"]
     for frac in (0, 0.5, 1):
         y = upper + plot_h * (1 - frac)
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e7eb"/>'
@@ -149,7 +144,7 @@ def timeline_svg(ledger: Ledger, width: int = 1000, height: int = 190) -> str:
     for i, b in enumerate(bins):
         y = upper + plot_h
         x = left + i * bar_w
-        start = t0 + (span * i / nbins if span > 0 else 0)
+        start = t0 + step * i
         for key, label, color in SERIES:
             n = b.get(key, 0)
             if not n:
@@ -161,11 +156,11 @@ def timeline_svg(ledger: Ledger, width: int = 1000, height: int = 190) -> str:
                        f"{h(iso(start))}</title></rect>")
     if span > 0:
         out.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 12}" font-size="11" text-anchor="middle" '
-                   f'fill="#5b6673">each bar: {_duration(span / nbins)}</text>')
+                   f'fill="#5b6673">each bar: {_duration(step)}</text>')
     out.append(f'<text x="{left}" y="{height - 12}" font-size="11" fill="#5b6673">{h(iso(t0))}</text>'
                f'<text x="{width - right}" y="{height - 12}" font-size="11" text-anchor="end" fill="#5b6673">'
                f"{h(iso(t1))}</text></svg>")
-    counts = Counter(label for _, label in points)
+    counts = tl.totals()
     out.append('<div class="legend">' + "".join(
         f'<span><i style="background:{c}"></i>{h(label)}: {counts.get(k, 0)}</span>' for k, label, c in SERIES) + "</div>")
     return "".join(out)

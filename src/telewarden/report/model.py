@@ -46,6 +46,30 @@ OWN = "telewarden"  # pseudo-promise key for telewarden's own reasons (could not
 DECISIONS = ("forwarded", "scrubbed", "blocked")
 
 
+_REC_TEXT = ("decision", "pack", "endpoint", "kind", "transport", "time", "source")
+_FINDING_TEXT = ("rule", "pointer", "message", "promise", "severity", "digest", "preview", "repair", "waived")
+
+
+def _text_or_none(v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    return render.raw_value(v, 200)  # a tampered trail could hold any JSON here: shown as text
+
+
+def _clean(rec: dict[str, Any]) -> dict[str, Any]:
+    """The fields the ledger reads, as strings (or None), whatever a record holds."""
+    out = {k: _text_or_none(rec.get(k)) for k in _REC_TEXT}
+    out["sunk"] = rec.get("sunk") is True
+    out["seq"] = rec.get("seq") if isinstance(rec.get("seq"), int) else None
+    out["id"] = _text_or_none(rec.get("id"))
+    findings = rec.get("findings")
+    out["findings"] = [{k: _text_or_none(f.get(k)) for k in _FINDING_TEXT} for f in findings[:1000]
+                       if isinstance(f, dict)] if isinstance(findings, list) else []
+    for f in out["findings"]:
+        f["rule"] = f["rule"] or "(no rule)"
+    return out
+
+
 def _ts(text: Any) -> float | None:
     if not isinstance(text, str):
         return None
@@ -57,6 +81,66 @@ def _ts(text: Any) -> float | None:
 
 def iso(ts: float | None) -> str:
     return "-" if ts is None else render._iso(ts)
+
+
+class Timeline:
+    """Messages per time bucket and decision, in bounded memory: buckets start at one second and
+    double in width whenever there would be more than `limit` of them."""
+
+    def __init__(self, limit: int = 2048) -> None:
+        self.width = 1.0
+        self.limit = limit
+        self.buckets: dict[int, Counter] = {}
+        self.first: float | None = None
+        self.last: float | None = None
+        self.count = 0
+
+    def add(self, t: float, label: str) -> None:
+        self.count += 1
+        self.first = t if self.first is None else min(self.first, t)
+        self.last = t if self.last is None else max(self.last, t)
+        b = int(t // self.width)
+        c = self.buckets.get(b)
+        if c is None:
+            if len(self.buckets) >= self.limit:
+                self.width *= 2
+                merged: dict[int, Counter] = {}
+                for k, v in self.buckets.items():
+                    merged.setdefault(int(k * (self.width / 2) // self.width), Counter()).update(v)
+                self.buckets = merged
+                b = int(t // self.width)
+            c = self.buckets.setdefault(b, Counter())
+        c[label] += 1
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def bins(self, n: int) -> tuple[float, float, list[Counter]]:
+        """At most `n` equal bins from first to last: (start, bin width, counters)."""
+        assert self.first is not None and self.last is not None
+        t0, span = self.first, self.last - self.first
+        nb = 1 if span <= 0 else max(1, min(n, int(span // self.width) + 1))  # no bin narrower than a bucket
+        out = [Counter() for _ in range(nb)]
+        for k, c in self.buckets.items():
+            mid = max(t0, min(self.last, (k + 0.5) * self.width))
+            i = 0 if span <= 0 else min(nb - 1, int((mid - t0) / span * nb))
+            out[i].update(c)
+        return t0, (span / nb if span > 0 else 0.0), out
+
+    def totals(self) -> Counter:
+        total: Counter = Counter()
+        for c in self.buckets.values():
+            total.update(c)
+        return total
+
+
+def bump(counter: Counter, key: Any, limit: int = 1000, other: str = "(others)") -> None:
+    """Count `key`, but never hold more than `limit` keys: a stream of made-up values (versions,
+    host names, unknown keys) cannot grow the ledger without bound."""
+    if key in counter or len(counter) < limit:
+        counter[key] += 1
+    else:
+        counter[other] += 1
 
 
 @dataclass(slots=True)
@@ -170,7 +254,7 @@ class Ledger:
             self.packs[p.id] = _pack_ledger(p)
         self.sources: list[Source] = []
         self.unclaimed: Counter = Counter()  # host -> messages passed through
-        self.timeline: list[tuple[float, str]] = []  # (time, decision label) per judged message
+        self.timeline = Timeline()  # judged messages over time, by decision
         self.versions_known = False  # bodies were read (recordings); False for trails only
         self.generated = render._iso(datetime.now().timestamp())
         self.render_ms: float | None = None
@@ -184,32 +268,33 @@ class Ledger:
     def add(self, rec: dict[str, Any], *, version: str | None = NOT_RECORDED, walked: bool = False,
             fields: Iterable[str] = (), open_keys: Iterable[tuple[str, str]] = (), values: list[tuple[str | None, Any]] | None = None) -> None:
         """One judged message as its record (render.record or an audit.jsonl line)."""
-        decision = rec.get("decision")
+        rec = _clean(rec)
+        decision = rec["decision"]
         if decision not in DECISIONS:
             return
-        pack_id = rec.get("pack") or "(no pack)"
+        pack_id = rec["pack"] or "(no pack)"
         pl = self.packs.get(pack_id)
         if pl is None:
             pl = self.packs[pack_id] = PackLedger(pack_id, pack_id, "(pack not loaded: promises as the records quote them)", {})
-        kind = rec.get("kind") or None
-        endpoint = rec.get("endpoint") or None
-        t = _ts(rec.get("time"))
-        findings = [f for f in rec.get("findings") or [] if isinstance(f, dict)]
+        kind = rec["kind"] or None
+        endpoint = rec["endpoint"] or None
+        t = _ts(rec["time"])
+        findings = rec["findings"]
         active = [f for f in findings if not f.get("waived")]
         label = decision + ("!" if decision == "forwarded" and active else "")
         pl.messages += 1
         pl.decisions[decision] += 1
-        pl.sunk += bool(rec.get("sunk"))
+        pl.sunk += rec["sunk"]
         pl.flagged += bool(active)
         pl.findings += len(active)
         pl.endpoints[endpoint or "(unknown endpoint)"] += 1
         pl.kinds[kind or "(unknown kind)"] += 1
         if version is not None:
-            pl.versions[(kind or "(unknown kind)", version)] += 1
+            bump(pl.versions, (kind or "(unknown kind)", version), 500, ("(others)", "(other versions)"))
         if t is not None:
             pl.first = t if pl.first is None else min(pl.first, t)
             pl.last = t if pl.last is None else max(pl.last, t)
-            self.timeline.append((t, label))
+            self.timeline.add(t, label)
         if kind is not None:
             for tmpl in fields:
                 pl.fields_seen[kind][tmpl] += 1
@@ -217,18 +302,23 @@ class Ledger:
                 pl.fields_walked[kind] += 1
             for parent, raw in open_keys:
                 where = (parent or "") + "/(a key the schema does not name)"
-                pl.drift[(kind, where)]["(open object)"] += 1
-                if self.show_values:
+                if (kind, where) in pl.drift or len(pl.drift) < 500:
+                    pl.drift[(kind, where)]["(open object)"] += 1
+                if self.show_values and len(pl.drift_raw[(kind, where)]) < 50:
                     pl.drift_raw[(kind, where)].add(raw)
         # promises: which ones judged this message, which ones it broke
         cited: dict[str, list[tuple[int, dict]]] = defaultdict(list)
         for i, f in enumerate(findings):
             cited[self._promise_key(pl, f, kind or "(unknown kind)", version)].append((i, f))
-            if f.get("rule", "").endswith(".schema.unknown-key"):
-                pl.drift[(kind or "(unknown kind)", str(f.get("pointer") or "(message)"))][str(f.get("preview") or "")] += 1
+            if f["rule"].endswith(".schema.unknown-key"):
+                where = (kind or "(unknown kind)", f["pointer"] or "(message)")
+                if where not in pl.drift and len(pl.drift) >= 500:
+                    where = (kind or "(unknown kind)", "(more places)")
+                bump(pl.drift[where], f["preview"] or "", 50)
                 if self.show_values and values is not None and i < len(values) and values[i][0]:
-                    pl.drift_raw[(kind or "(unknown kind)", str(f.get("pointer") or "(message)"))].add(values[i][0])
-        scope = _scope(pl.pack, str(rec.get("transport")), endpoint, kind) if pl.pack is not None else frozenset()
+                    if len(pl.drift_raw[where]) < 50:
+                        pl.drift_raw[where].add(values[i][0])
+        scope = _scope(pl.pack, rec["transport"] or "", endpoint, kind) if pl.pack is not None else frozenset()
         own = {k for k in pl.promises if k.startswith(OWN)}  # telewarden's own reasons hold for every message
         for key in set(scope) | set(cited) | own:
             row = pl.promises.get(key)
@@ -238,7 +328,7 @@ class Ledger:
             row.checked += 1
             row.kinds_checked[kind or "(unknown kind)"] += 1
             if version is not None:
-                row.versions_checked[version] += 1
+                bump(row.versions_checked, version, 500, "(other versions)")
             hits = cited.get(key, [])
             live = [(i, f) for i, f in hits if not f.get("waived")]
             if not live:
@@ -247,10 +337,10 @@ class Ledger:
                 row.broken += 1
                 row.kinds_broken[kind or "(unknown kind)"] += 1
                 if version is not None:
-                    row.versions_broken[version] += 1
+                    bump(row.versions_broken, version, 500, "(other versions)")
                 row.decisions[decision] += 1
-                for r in sorted({str(f.get("rule")) for _, f in live}):
-                    row.rules[r] += 1
+                for r in sorted({f["rule"] for _, f in live}):
+                    bump(row.rules, r, 500, "(other rules)")
                 if t is not None:
                     row.first = t if row.first is None else min(row.first, t)
                     row.last = t if row.last is None else max(row.last, t)
@@ -299,7 +389,7 @@ class Ledger:
             ev.last = t if ev.last is None else max(ev.last, t)
 
     def add_passed(self, ex: Exchange) -> None:
-        self.unclaimed[ex.hosts[0] if ex.hosts else "(no host name)"] += 1
+        bump(self.unclaimed, ex.hosts[0] if ex.hosts else "(no host name)", 10000, "(other hosts)")
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -321,8 +411,7 @@ class Ledger:
                 "passed_through": sum(self.unclaimed.values())}
 
     def time_range(self) -> tuple[float | None, float | None]:
-        ts = [t for t, _ in self.timeline]
-        return (min(ts), max(ts)) if ts else (None, None)
+        return self.timeline.first, self.timeline.last
 
     def rows(self, pl: PackLedger) -> list[PromiseRow]:
         """Vendor promises in pack order, then telewarden's own reasons, then promises the records

@@ -701,4 +701,4 @@ class CheckTap:
     def write(self, out) -> None:
         from .terminal import summary  # noqa: PLC0415
 
-        out.write(summary(self.ledger))
+        out.write(summary(self.ledger, for_check=True))

@@ -122,9 +122,12 @@ class TelewardenContentview(Contentview):
         changed_live = isinstance(live, dict) and live.get("counts", {}).get("scrubbed") and original is flow
         if note:
             out.append(f"# {note}")
-        elif changed_live:
+        elif changed_live and msg is None:
             out.append("# the live proxy SCRUBBED this flow: what it holds is the repaired content (the original was "
                        "not kept); findings below are of the repaired content")
+        elif changed_live:
+            out.append(f"# the live proxy scrubbed {render.escape(live['counts']['scrubbed'])} message(s) of this "
+                       "flow: a scrubbed message holds the repaired content (the original was not kept)")
         out.extend(_findings(verdict))
         lines, where = _pretty(ex.body)
         marks: dict[int, list[str]] = {}

@@ -55,6 +55,9 @@ def run(args: argparse.Namespace, out=None) -> int:
     if not args.paths and not args.audit:
         print("telewarden report: give recorded flows (FLOWS) and/or --audit DIR", file=err)
         return EXIT_ERROR
+    if args.show_values and not args.paths:
+        print("telewarden report: --show-values needs recorded flows (an audit trail never holds values)", file=err)
+        return EXIT_ERROR
     fmt = args.format
     if fmt == "auto":
         suffix = args.output.suffix.lower() if args.output else ""

@@ -24,7 +24,7 @@ from telewarden.flows import read
 from telewarden.model import Decision, Exchange, Mode, Transport
 from telewarden.report import cli as report_cli
 from telewarden.report.html import render_html
-from telewarden.report.markdown import md, render_markdown
+from telewarden.report.markdown import code, md, render_markdown
 from telewarden.report.model import NOT_RELEASE, Ledger, from_audit, from_flows, observe
 from telewarden.report.terminal import summary
 
@@ -183,11 +183,11 @@ def test_sender_chosen_strings_cannot_inject_markup(packs):
     assert "\u202e" not in page and "\\u202e" in page
     assert "&lt;script&gt;" in page
     mdown = render_markdown(ledger)
-    assert "\u202e" not in mdown and "<script" not in mdown
-    assert "&lt;script&gt;" in mdown  # the value is there, as text
+    assert "\u202e" not in mdown and "<script>alert(1)</script>" in mdown  # as text, in code spans
     cells = None
     for line in mdown.splitlines():
-        assert not re.search(r"(?<!\\)[`\[\]]", line), line  # no code span, link or image from a value
+        outside = re.sub(r"(`+)(?!`)(.+?)(?<!`)\1(?!`)", "", line)  # values in code spans are literal
+        assert not re.search(r"(?<!\\)[`\[\]<>]", outside), line  # no other code span, link, image or tag
         if not line.startswith("|"):
             cells = None
             continue
@@ -195,6 +195,7 @@ def test_sender_chosen_strings_cannot_inject_markup(packs):
         cells = n if cells is None else cells
         assert n == cells, line
     assert md("a|b`c") == "a\\|b\\`c"
+    assert code("a`b``c|d") == "```a`b``c\\|d```" and code("`x") == "`` `x ``"
     text = summary(ledger)
     assert "\u202e" not in text
 

@@ -22,9 +22,16 @@ def md(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
-def code(value: Any) -> str:
-    """Shown as code without a code span (a backtick in the value could end one): escaped text in <code>."""
-    return f"<code>{md(value)}</code>"
+def code(value: Any, in_table: bool = True) -> str:
+    """A code span: its content is literal (no emphasis, link, autolink or HTML), fenced with more
+    backticks than the value holds in a row; in a table a pipe is escaped (GFM splits cells on it
+    even inside a code span, and turns `\\|` back into `|` there)."""
+    text = render.escape(value)
+    if in_table:
+        text = text.replace("|", "\\|")
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[:1] == "`" or text[-1:] == "`" or not text.strip() else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _list(c: Counter, limit: int = 6, checked: Counter | None = None) -> str:
@@ -45,11 +52,11 @@ def render_markdown(ledger: Ledger) -> str:
         out += ["> **WARNING: this report contains RAW VALUES** (marked RAW): for a local reviewer, not for a ticket.", ""]
     if ledger.waivers:
         out += ["Waived by review (not counted as breaking): "
-                + "; ".join(f"{code(r)} ({md(why)})" for r, why in ledger.waivers.items()), ""]
+                + "; ".join(f"{code(r, False)} ({md(why)})" for r, why in ledger.waivers.items()), ""]
     for s in ledger.sources:
         if s.chain is not None:
             word = {0: "intact", 1: "TAMPERED", 2: "unreadable"}.get(s.chain[0], "?")
-            out += [f"**Audit trail {code(s.label)}: hash chain {word}**: {md(s.chain[1].split(': ', 1)[-1])}", ""]
+            out += [f"**Audit trail {code(s.label, False)}: hash chain {word}**: {md(s.chain[1].split(': ', 1)[-1])}", ""]
     out += [f"**{t['messages']} telemetry messages**, {t['flagged']} with findings ({t['findings']} findings); "
             + md(", ".join(f"{t['decisions'].get(d, 0)} {d}" for d in DECISIONS))
             + f"; {t['passed_through']} unclaimed messages passed through; {md(iso(first))} to {md(iso(last))}.", ""]
@@ -99,7 +106,7 @@ def _pack(ledger: Ledger, pl: PackLedger) -> list[str]:
         out.append("")
     if pl.pack is not None:
         out += ["### Coverage and drift", "",
-                "Endpoints: " + ", ".join(f"{code(e.id)} {pl.endpoints.get(e.id, 0)}" for e in pl.pack.endpoints)
+                "Endpoints: " + ", ".join(f"{code(e.id, False)} {pl.endpoints.get(e.id, 0)}" for e in pl.pack.endpoints)
                 + (f", unknown path or method {pl.endpoints['(unknown endpoint)']}" if pl.endpoints.get("(unknown endpoint)") else ""),
                 "", "| kind | messages | fields seen / allowed | never appeared |", "|---|---:|---:|---|"]
         for k in pl.pack.kinds:
@@ -115,7 +122,7 @@ def _pack(ledger: Ledger, pl: PackLedger) -> list[str]:
     ndrift = sum(sum(c.values()) for c in pl.drift.values())
     out.append(f"Drift (keys no schema knows): {ndrift}" + (":" if ndrift else "."))
     for (k, where), c in sorted(pl.drift.items()):
-        line = f"- {code(k)} {code(where)}: {sum(c.values())}"
+        line = f"- {code(k, False)} {code(where, False)}: {sum(c.values())}"
         if ledger.show_values:
             line += f" RAW {md(', '.join(sorted(map(str, pl.drift_raw.get((k, where), ())))[:20]))}"
         out.append(line)

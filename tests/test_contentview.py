@@ -52,8 +52,10 @@ def test_registered_and_chosen_for_telemetry_with_findings_beside_the_lines(view
     text = res.text
     assert "SCRUB WOULD REPAIR  hasura/cli" in text
     assert "[1] hasura.cli.command-args  /data/command  high" in text
-    marked = [line for line in text.splitlines() if "# << [1] hasura.cli.command-args" in line]
-    assert len(marked) == 1 and '"command": "hasura migrate apply --endpoint' in marked[0]
+    lines = text.splitlines()
+    marked = [lines[n + 1] for n, line in enumerate(lines) if line.strip() == "# >> [1] hasura.cli.command-args (high)"]
+    assert len(marked) == 1 and marked[0].lstrip().startswith('"command": "hasura migrate apply --endpoint')
+    assert max(len(line) for line in lines if line.startswith("#")) <= 110  # readable without scrolling sideways
     after = text.split("# --- after scrub: what scrub mode forwards ---")[1]
     assert '"command": "hasura migrate apply",' in after and "acme" not in after.split("# --- changes ---")[0]
     assert '# -        "command": "hasura migrate apply --endpoint' in text  # the change, as a diff
@@ -83,7 +85,7 @@ def test_a_flow_judged_live_and_saved_shows_the_live_verdict_and_the_original_bo
         text = show(flow).text
         assert "# judged live: SCRUBBED (1 scrubbed) rules: hasura.cli.command-args" in text
         assert "as the client sent it" in text
-        assert "# << [1] hasura.cli.command-args" in text
+        assert "# >> [1] hasura.cli.command-args (high)" in text
 
 
 def test_a_live_scrubbed_flow_without_backup_says_the_original_was_not_kept(view, engine):
@@ -110,7 +112,7 @@ def test_websocket_frames_from_the_client_are_judged(view):
     client, server = f.websocket.messages
     res = show(f, client)
     assert res.view_name == "telewarden"
-    assert "hasura.console.url-route" in res.text and "# << [1]" in res.text
+    assert "hasura.console.url-route" in res.text and "# >> [1] hasura.console.url-route" in res.text
     assert "/SCHEMA_NAME/tables/TABLE_NAME/modify" in res.text.split("after scrub")[1]
     assert show(f, server).view_name != "telewarden"
     assert "server-to-client" in show(f, server, view_name="telewarden").text

@@ -11,8 +11,9 @@ contentview API (`mitmproxy.contentviews.Contentview`, `contentviews.add`).
 - A request the live proxy scrubbed holds the repaired body; the original is shown when the flow
   has mitmproxy's backup of it (`flow.backup()` before the repair, `flow.revert()` restores it),
   else the view says the original was not kept.
-- Lines holding a finding are marked `# <<`; the findings are listed above the body with the same
-  numbers. This is the operator's own proxy UI, which shows the raw body anyway: values are not
+- Each line holding a finding has a marker line right above it, at its indentation
+  (`# >> [1] rule (severity)`), so it shows without scrolling sideways; the findings are listed
+  above the body with the same numbers. This is the operator's own proxy UI, which shows the raw body anyway: values are not
   hidden here (the audit trail still never holds them).
 """
 
@@ -22,6 +23,7 @@ import copy
 import difflib
 import json
 import os
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -136,11 +138,14 @@ class TelewardenContentview(Contentview):
             if line is None and f.pointer in ("", "body"):
                 line = 0 if lines else None
             if line is not None:
-                marks.setdefault(line, []).append(f"[{i}] {f.rule}")
+                marks.setdefault(line, []).append(f"[{i}] {render.escape(f.rule)} ({render.escape(f.severity)})")
         title = "request body" if msg is None else "WebSocket message"
-        out.append(f"# --- {title} as judged{' (lines with findings marked <<)' if marks else ''} ---")
+        out.append(f"# --- {title} as judged{' (a line with findings follows its # >> marker)' if marks else ''} ---")
         for n, text in enumerate(lines):
-            out.append(text + (f"   # << {', '.join(marks[n])}" if n in marks else ""))
+            if n in marks:
+                indent = text[:len(text) - len(text.lstrip(" "))]
+                out.append(f"{indent}# >> {', '.join(marks[n])}")
+            out.append(text)
         out.extend(_after(verdict, lines))
         return "\n".join(out) + "\n"
 
@@ -151,7 +156,7 @@ class TelewardenContentview(Contentview):
         label = {"scrubbed": "SCRUB WOULD REPAIR", "blocked": "SCRUB WOULD BLOCK"}.get(verdict.decision.value, "CLEAN")
         if verdict.decision is Decision.FORWARDED and verdict.active_findings:
             label = "FINDINGS"
-        lines = [f"# telewarden: {label}  {e(what)}  {e(rec['method'])} {e(rec['destination'])}",
+        lines = [f"# telewarden: {label}  {e(what)}", f"#   {e(rec['method'])} {e(rec['destination'])}",
                  "# judged now with this proxy's packs, in scrub mode (to show the repair)"]
         live = flow.metadata.get("telewarden")
         if isinstance(live, dict) and live.get("decision"):
@@ -180,11 +185,11 @@ def _findings(verdict: Verdict) -> list[str]:
         if f.raw_pointer and f.raw_pointer != f.pointer:
             where += f"  (raw: {f.raw_pointer})"
         out.append(f"#  [{i}] {e(f.rule)}  {e(where)}  {e(f.severity)}" + (f"  WAIVED: {e(f.waived)}" if f.waived else ""))
-        out.append(f"#      {e(f.message)}")
-        out.append(f'#      promise: "{e(f.promise)}"')
         tail = [f"value: {e(f.preview)}" + (f" ({e(f.digest)})" if f.digest else "")] if f.preview else []
         tail.append(f"scrub: {e(f.repair or 'cannot repair: blocks in scrub mode')}")
-        out.append("#      " + "; ".join(tail))
+        for text in (e(f.message), f'promise: "{e(f.promise)}"', "; ".join(tail)):
+            out.extend(textwrap.wrap(text, 78, initial_indent="#      ", subsequent_indent="#        ",
+                                     break_on_hyphens=False, break_long_words=False))
     return out
 
 

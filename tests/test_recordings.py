@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from mitmproxy import http as mhttp
 from mitmproxy import io as mitmio
+from mitmproxy.io import tnetstring
 
 from conftest import PAYLOADS, ROOT, VIOLATIONS
 from telewarden import checkrun, cli, strictjson
@@ -155,7 +156,7 @@ def _with_telemetry_har(path: Path, tmp_path: Path) -> Path:
     return out
 
 
-def _with_telemetry_flows(path: Path, tmp_path: Path) -> Path:
+def _with_telemetry_flows(path: Path, tmp_path: Path, only: bool = False) -> Path:
     with path.open("rb") as f:
         flows = [fl for fl in mitmio.FlowReader(f).stream() if isinstance(fl, mhttp.HTTPFlow)]
     extra = copy.deepcopy(flows[0])
@@ -170,7 +171,7 @@ def _with_telemetry_flows(path: Path, tmp_path: Path) -> Path:
     out = tmp_path / path.name
     with out.open("wb") as f:
         w = mitmio.FlowWriter(f)
-        for fl in [*flows, extra]:
+        for fl in [extra] if only else [*flows, extra]:
             w.add(fl)
     return out
 
@@ -507,6 +508,12 @@ def test_testing_api_raises_after_reading_everything_and_keeps_skips(tmp_path):
 
 # -- fuzz: truncated and byte-flipped copies, and HARs with odd values -------------------------
 
+def _at(o, path):
+    for key in path:
+        o = o[key]
+    return o
+
+
 def _paths(o, pre=()):
     yield pre
     if isinstance(o, dict):
@@ -567,8 +574,43 @@ def test_fuzz_never_a_traceback(tmp_path, monkeypatch):
         path = tmp_path / f"j{k}.har"
         path.write_text(json.dumps(har))
         run(path)
+    made = tmp_path / "with-telemetry"
+    made.mkdir()
+    flow_files = [_with_telemetry_flows(p, made, only=True) for p, _ in sources  # judged, so rendered
+                  if p.suffix == ".mitm" and EXIT.get(p.name) != 2]  # and exported
+    for k in range(150):  # numbers: framing intact, a timestamp or port no date or socket can hold
+        with flow_files[k % len(flow_files)].open("rb") as f:
+            state = tnetstring.load(f)
+        spots = [q for q in _paths(state) if q and isinstance(_at(state, q), (int, float))
+                 and not isinstance(_at(state, q), bool)]
+        for spot in rng.sample(spots, min(len(spots), rng.choice((1, 3, 6)))):
+            _at(state, spot[:-1])[spot[-1]] = rng.choice((1e300, -1e20, float("nan"), float("inf"), -1, 2**70, 1e18))
+        path = tmp_path / f"n{k}.mitm"
+        path.write_bytes(tnetstring.dumps(state))
+        run(path)
     codes = len(seen)
-    assert cases == 1000 and codes == 3  # every outcome occurred: the mutations reach the judging
+    assert cases == 1150 and codes == 3  # every outcome occurred: the mutations reach the judging
+
+
+def test_timestamps_that_are_not_dates_never_end_the_run(tmp_path):
+    from mitmproxy.test import tflow
+
+    f = tflow.tflow(resp=True)
+    f.request.url, f.request.method = f"https://{HOST}/v1/http", "POST"
+    f.request.headers.clear()
+    f.request.headers["content-type"] = "application/json"
+    f.request.content = strictjson.dumps(GOOD_HTTP)
+    f.client_conn.sni = f.server_conn.sni = HOST
+    f.request.timestamp_start = 1e132
+    path = tmp_path / "odd-time.mitm"
+    with path.open("wb") as out:
+        mitmio.FlowWriter(out).add(f)
+    rc, recs, err = records(path)
+    assert len(recs) == 1 and recs[0]["time"].startswith("1970-01-01") and "Traceback" not in err
+    rc, out, err = check("--export", tmp_path / "x.har", path)
+    assert rc == 2 and err.strip() == (f"telewarden check: --export {tmp_path / 'x.har'}: a flow cannot be written "
+                                       "as HAR: odd-time.mitm#0 (OverflowError); left out")
+    assert "read with care: 1 timestamps that are not dates (shown as 1970-01-01)" in out
 
 
 def test_websocket_control_frames_are_left_out_and_a_payload_is_said(tmp_path):

@@ -62,6 +62,8 @@ class Exporter:
         self.path = path
         self.har = path.suffix.lower() in (".har", ".zhar")
         self.flows: list[http.HTTPFlow] = []
+        self.sources: list[str] = []  # where each flow of `flows` came from (file#index)
+        self._source = ""
         self._file = None if self.har else path.open("wb")
         self._writer = None if self._file is None else io.FlowWriter(self._file)
         self._pending: http.HTTPFlow | None = None
@@ -76,6 +78,7 @@ class Exporter:
         if flow is not self._pending:
             self._flush()
             self._pending, self._drop_flow, self._drop_frames = flow, False, set()
+            self._source = rec.source
         if verdict.repaired is not None:
             if rec.message_index is None:
                 apply_to_request(flow.request, verdict.repaired)
@@ -106,13 +109,26 @@ class Exporter:
             flow.comment = f"telewarden check --export: {len(self._drop_frames)} WebSocket messages left out (could not be repaired)"
         if self.har:
             self.flows.append(flow)
+            self.sources.append(self._source)
         else:
             self._writer.add(flow)  # type: ignore[union-attr]
 
-    def close(self) -> None:
+    def close(self) -> list[str]:
+        """Write the file; returns the flows that could not be written (as a HAR)."""
         self._flush()
+        lost: list[str] = []
         if self.har:
-            har = SaveHar().make_har(self.flows)
+            try:
+                har = SaveHar().make_har(self.flows)
+            except Exception:  # noqa: BLE001 - e.g. a timestamp no date can hold, in an edited flow file
+                good = []
+                for f, source in zip(self.flows, self.sources):
+                    try:
+                        SaveHar().make_har([f])
+                        good.append(f)
+                    except Exception as e:  # noqa: BLE001
+                        lost.append(f"{source} ({type(e).__name__})")
+                har = SaveHar().make_har(good)
             if self.note:
                 har["log"]["comment"] = self.note
             data = json.dumps(har, indent=1).encode()
@@ -120,6 +136,7 @@ class Exporter:
             self.path.write_bytes(zlib.compress(data, 9) if self.path.suffix.lower() == ".zhar" else data)
         elif self._file is not None:
             self._file.close()
+        return lost
 
 
 def junit(records: list[dict[str, Any]], out: Path, suite_name: str, problems: list[str] = ()) -> None:
@@ -289,7 +306,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
                     log.problem(f"{path}: {rec.source}: internal error while judging ({type(e).__name__}); not judged")
                     continue
                 if exporter:
-                    exporter.add(rec, verdict)
+                    try:
+                        exporter.add(rec, verdict)
+                    except Exception as e:  # noqa: BLE001 - an odd recorded flow must not end the run
+                        log.problem(f"{path}: {rec.source}: cannot be exported ({type(e).__name__})")
                 if verdict.decision is Decision.PASSED_THROUGH:
                     passed += 1
                     continue
@@ -326,7 +346,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         progress.done()
         if exporter:
             try:
-                exporter.close()
+                for lost in exporter.close():
+                    log.problem(f"--export {args.export}: a flow cannot be written as HAR: {lost}; left out")
             except OSError as e:
                 log.problem(f"--export {args.export}: cannot write: {e.strerror}")
     if args.junit:

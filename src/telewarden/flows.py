@@ -160,6 +160,9 @@ def _messages(path: Path, source: str, label: str, fl: http.HTTPFlow, max_body: 
     except Exception as e:  # noqa: BLE001 - a flow file can hold anything
         log.problem(f"{path}: {label}: the request cannot be read ({_short(e)}); skipped")
         return
+    if not _is_date(ex.timestamp):  # an edited flow file: render it as 1970, never crash on it
+        ex.timestamp = 0.0
+        log.notes["timestamps that are not dates (shown as 1970-01-01)"] += 1
     live = fl.metadata.get("telewarden") if isinstance(fl.metadata, dict) else None
     yield Recorded(source, fl, ex, None, live if isinstance(live, dict) else None)
     if fl.websocket is None:
@@ -173,6 +176,9 @@ def _messages(path: Path, source: str, label: str, fl: http.HTTPFlow, max_body: 
         except Exception as e:  # noqa: BLE001
             log.problem(f"{path}: {label}, WebSocket message {name}: cannot be read ({_short(e)}); skipped")
             continue
+        if not _is_date(wex.timestamp):
+            wex.timestamp = 0.0
+            log.notes["timestamps that are not dates (shown as 1970-01-01)"] += 1
         yield Recorded(f"{source}.ws{name}", fl, wex, j)
 
 
@@ -393,6 +399,11 @@ def _started(v: Any) -> str:
 
 
 _YEAR_9999 = 253402300799.0
+
+
+def _is_date(ts: Any) -> bool:
+    f = _number(ts)
+    return f is not None and 0 <= f <= _YEAR_9999
 
 
 def ws_time(t: Any, started: float | None) -> float | None:

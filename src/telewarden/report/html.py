@@ -27,6 +27,7 @@ main{max-width:1240px;margin:0 auto;padding:20px 24px 40px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:2px solid var(--line);padding-bottom:4px}
 h3{font-size:15px;margin:18px 0 6px}
 .muted{color:var(--muted)}code,.mono{font:12.5px/1.4 ui-monospace,"SFMono-Regular",Menlo,Consolas,monospace;overflow-wrap:anywhere}
+.chain{border:1px solid var(--line);border-left:5px solid var(--ok);padding:8px 12px;margin:10px 0;background:var(--soft)}
 .banner{border:2px solid var(--bad);background:#fdecea;color:#7f1d1d;padding:8px 12px;margin:10px 0;font-weight:600}
 .cards{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
 .card{border:1px solid var(--line);border-radius:6px;padding:8px 12px;min-width:130px;background:var(--soft)}
@@ -78,10 +79,8 @@ def render_html(ledger: Ledger) -> str:
              "<title>telewarden promise ledger</title>", f"<style>{CSS}</style></head><body><main>",
              "<h1>Promise ledger</h1>",
              f'<p class="muted">Does the product keep the promises its vendor publishes, and where not, what leaves? '
-             f'Generated {h(ledger.generated)} by telewarden from {h(_sources_line(ledger))}; '
-             f'messages judged as <b>{h(ledger.mode)}</b> mode would'
-             + (" (audit trail: as recorded live)" if any(s.what == "audit trail" for s in ledger.sources) else "")
-             + ".</p>"]
+             f'Generated {h(ledger.generated)} by telewarden from {h(_sources_line(ledger))}'
+             + _decisions_line(ledger) + ".</p>"]
     if ledger.show_values:
         parts.append('<div class="banner" id="raw-banner">This report contains RAW VALUES from the messages (marked RAW): '
                      "what leaked, for a local reviewer. Do not attach it to a ticket, a CI log or an audit trail.</div>")
@@ -92,7 +91,7 @@ def render_html(ledger: Ledger) -> str:
         if s.chain is not None:
             ok = s.chain[0] == 0
             word = {0: "intact", 1: "TAMPERED", 2: "unreadable"}.get(s.chain[0], "?")
-            parts.append(f'<div class="{"card" if ok else "banner"}" data-chain="{h(word)}" id="chain-{h(s.label)}">'
+            parts.append(f'<div class="{"chain" if ok else "banner"}" data-chain="{h(word)}" id="chain-{h(s.label)}">'
                          f"Audit trail <code>{h(s.label)}</code>: hash chain <b>{h(word)}</b>: "
                          f'<span class="mono">{h(s.chain[1].split(": ", 1)[-1])}</span></div>')
     parts.append('<div class="cards" id="totals" '
@@ -102,6 +101,8 @@ def render_html(ledger: Ledger) -> str:
     for label, value in (("telemetry messages", t["messages"]), ("with findings", t["flagged"]),
                          ("findings", t["findings"]), ("promises broken", broken), ("promises kept", kept),
                          ("promises not seen", unseen), ("unclaimed messages", t["passed_through"])):
+        if label == "unclaimed messages" and not any(s.what == "recording" for s in ledger.sources):
+            value, label = "-", "unclaimed (trails never record it)"
         parts.append(f'<div class="card"><b>{value}</b>{h(label)}</div>')
     parts.append("</div>")
     parts.append(f'<p class="muted">Decisions: {h(", ".join(f"{t["decisions"].get(d, 0)} {d}" for d in DECISIONS))}; '
@@ -116,6 +117,15 @@ def render_html(ledger: Ledger) -> str:
                  f'thinks it is) and keyed digests, never the values{" (except where marked RAW)" if ledger.show_values else ""}.'
                  f"</footer></main></body></html>")
     return "\n".join(parts)
+
+
+def _decisions_line(ledger: Ledger) -> str:
+    what = []
+    if any(s.what == "recording" for s in ledger.sources):
+        what.append(f"recordings judged as <b>{h(ledger.mode)}</b> mode would")
+    if any(s.what == "audit trail" for s in ledger.sources):
+        what.append("audit trails as the live proxy decided")
+    return "; " + " and ".join(what) if what else ""
 
 
 def _sources_line(ledger: Ledger) -> str:

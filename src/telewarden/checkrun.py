@@ -64,6 +64,7 @@ class Exporter:
         self.flows: list[http.HTTPFlow] = []
         self.sources: list[str] = []  # where each flow of `flows` came from (file#index)
         self._source = ""
+        self.lost: list[str] = []  # flows that could not be written: "file#index (reason)"
         self._file = None if self.har else path.open("wb")
         self._writer = None if self._file is None else io.FlowWriter(self._file)
         self._pending: http.HTTPFlow | None = None
@@ -102,21 +103,28 @@ class Exporter:
         self._pending = None
         if flow is None or self._drop_flow:
             return
-        # The verdicts of the proxy that recorded the flow describe the original, not this copy.
-        flow.metadata.pop("telewarden", None)
-        if self._drop_frames and flow.websocket is not None:
-            flow.websocket.messages = [m for k, m in enumerate(flow.websocket.messages) if k not in self._drop_frames]
-            flow.comment = f"telewarden check --export: {len(self._drop_frames)} WebSocket messages left out (could not be repaired)"
-        if self.har:
-            self.flows.append(flow)
-            self.sources.append(self._source)
-        else:
-            self._writer.add(flow)  # type: ignore[union-attr]
+        try:
+            # The verdicts of the proxy that recorded the flow describe the original, not this copy.
+            flow.metadata = {k: v for k, v in flow.metadata.items() if k != "telewarden"} \
+                if isinstance(flow.metadata, dict) else {}
+            if self._drop_frames and flow.websocket is not None:
+                flow.websocket.messages = [m for k, m in enumerate(flow.websocket.messages) if k not in self._drop_frames]
+                flow.comment = (f"telewarden check --export: {len(self._drop_frames)} WebSocket messages left out "
+                                "(could not be repaired)")
+            if self.har:
+                self.flows.append(flow)
+                self.sources.append(self._source)
+            else:
+                self._writer.add(flow)  # type: ignore[union-attr]
+        except OSError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an edited flow file can hold what no writer takes
+            self.lost.append(f"{self._source} ({type(e).__name__})")
 
     def close(self) -> list[str]:
-        """Write the file; returns the flows that could not be written (as a HAR)."""
+        """Write the file; returns the flows that could not be written."""
         self._flush()
-        lost: list[str] = []
+        lost = self.lost
         if self.har:
             try:
                 har = SaveHar().make_har(self.flows)
@@ -347,7 +355,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if exporter:
             try:
                 for lost in exporter.close():
-                    log.problem(f"--export {args.export}: a flow cannot be written as HAR: {lost}; left out")
+                    log.problem(f"--export {args.export}: a flow cannot be written: {lost}; left out")
             except OSError as e:
                 log.problem(f"--export {args.export}: cannot write: {e.strerror}")
     if args.junit:

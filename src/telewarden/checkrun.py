@@ -381,13 +381,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if unexpected:
             out.write(f"FAIL: {unexpected} messages reached telemetry endpoints, expected none "
                       f"({args.expect_no_telemetry if args.expect_no_telemetry != '*' else 'any pack'})\n")
+        if log.problems:
+            out.write(f"ERROR: {len(log.problems)} parts of the input could not be read (named on stderr); "
+                      "everything else was judged\n")
     out.flush()
     for line in log.warnings:
         print(f"telewarden check: warning: {line}", file=sys.stderr)
     for line in log.problems:
         print(f"telewarden check: {line}", file=sys.stderr)
     if log.problems:
-        if len(log.problems) > 1:
-            print(f"telewarden check: {len(log.problems)} unreadable inputs; everything else was judged", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_FINDINGS if flagged or unexpected or live_flagged else EXIT_OK

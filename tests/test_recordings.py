@@ -625,3 +625,10 @@ def test_websocket_control_frames_are_left_out_and_a_payload_is_said(tmp_path):
     assert rc == 1 and not err  # the handshake's Origin; the frames read
     assert ("read with care: 1 WebSocket control frames (close, ping, pong: left out); "
             "1 client WebSocket control frames WITH A PAYLOAD (left out: not judged offline)") in out
+
+
+def test_error_lines_never_carry_control_characters():
+    from telewarden.flows import _short
+
+    assert _short(ValueError("bad \x1b[2J\nvalue")) == "ValueError: bad \\x1b[2J\\x0avalue"
+    assert len(_short(KeyError("x" * 1000))) < 140

@@ -183,7 +183,9 @@ def _messages(path: Path, source: str, label: str, fl: http.HTTPFlow, max_body: 
 
 
 def _short(e: BaseException) -> str:
-    text = str(e)
+    """The exception, short and on one printable line: its text can quote the file's bytes, and a
+    terminal must never get an escape sequence from a recording."""
+    text = "".join(c if c.isprintable() else f"\\x{ord(c) & 0xff:02x}" for c in str(e)[:200])
     text = text if len(text) <= 120 else text[:117] + "..."
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 
 import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,6 +22,7 @@ import yaml
 
 from . import schemaplan
 from .detectors import DETECTOR_PATTERNS, DetectorSet
+from .patterns import Pattern, PatternError, compile_any, compile_pattern
 from .model import Severity, Transport
 from .routes import RouteError, RouteSet
 
@@ -146,20 +146,21 @@ class ValueSet:
     def __init__(self, name: str, items: Sequence[Any], source: str = "") -> None:
         self.name, self.source = name, source
         self.exact: list[Any] = []
-        self.patterns: list[re.Pattern] = []
+        patterns: list[str] = []
         for item in items:
             if isinstance(item, dict):
                 if "pattern" in item:
-                    self.patterns.append(re.compile(item["pattern"]))
+                    patterns.append(item["pattern"])
                 else:
                     self.exact.append(item["value"])
             else:
                 self.exact.append(item)
         self._strings = frozenset(v for v in self.exact if isinstance(v, str))
+        self.patterns: Pattern | None = compile_any(patterns) if patterns else None  # one RE2 match for all
 
     def __contains__(self, v: Any) -> bool:
         if isinstance(v, str):
-            return v in self._strings or any(p.fullmatch(v) for p in self.patterns)
+            return v in self._strings or (self.patterns is not None and self.patterns.fullmatch(v))
         return any(v == x and type(v) is type(x) for x in self.exact)
 
 
@@ -240,11 +241,14 @@ class _Compiler:
         extra = {}
         for dname, pattern in (det.get("extra") or {}).items():
             try:
-                re.compile(pattern)
-            except re.error as e:
+                compile_pattern(pattern)
+            except PatternError as e:
                 raise self.fail(f"detector {dname!r}", f"bad regex: {e}") from None
             extra[dname] = pattern
-        detectors = DetectorSet(det.get("builtin", list(DETECTOR_PATTERNS)), extra)
+        try:
+            detectors = DetectorSet(det.get("builtin", list(DETECTOR_PATTERNS)), extra)
+        except PatternError as e:
+            raise self.fail("detectors", str(e)) from None
 
         endpoint_ids = self._unique("endpoint", [e["id"] for e in d["endpoints"]])
         kind_ids = self._unique("kind", [k["id"] for k in d["kinds"]])
@@ -321,7 +325,7 @@ class _Compiler:
             raise self.fail(where, f"{err.message} (at item {'/'.join(map(str, err.absolute_path))})")
         try:
             return ValueSet(vname, items, source)
-        except re.error as e:
+        except PatternError as e:
             raise self.fail(where, f"bad pattern: {e}") from None
 
     def _value_set(self, where: str, name: str) -> ValueSet:
@@ -382,8 +386,8 @@ class _Compiler:
         check: Check
         if ctype == "pattern":
             try:
-                rx = re.compile(arg)
-            except re.error as e:
+                rx = compile_pattern(arg)
+            except PatternError as e:
                 raise self.fail(where, f"bad pattern: {e}") from None
             check = lambda v, rx=rx: None if not isinstance(v, str) or rx.fullmatch(v) else "does not match the allowed form"
         elif ctype == "enum":
@@ -430,11 +434,11 @@ class _Compiler:
             return (lambda v: DROP), "dropped"
         if rtype == "keep_tokens":
             try:
-                rx = re.compile(arg)
-            except re.error as e:
+                rx = compile_pattern(arg)
+            except PatternError as e:
                 raise self.fail(where, f"bad keep_tokens pattern: {e}") from None
 
-            def keep(v: Any, rx: re.Pattern = rx) -> Any:
+            def keep(v: Any, rx: Pattern = rx) -> Any:
                 out = []
                 for tok in str(v).split():
                     if not rx.fullmatch(tok):

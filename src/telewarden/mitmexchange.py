@@ -4,12 +4,15 @@ addon.py and flows.py) that knows mitmproxy's types; live and recorded traffic s
 
 from __future__ import annotations
 
+import ipaddress
+
 from mitmproxy import http
 from mitmproxy.proxy import mode_specs
 
 from . import decoding
 from .engine import DEFAULT_MAX_BODY
 from .model import Exchange, Repaired, Transport
+from .render import shown_encoding
 from .names import normalize_host, normalize_path, target_problem
 
 __all__ = ["normalize_host", "normalize_path", "candidate_hosts", "http_exchange", "websocket_exchange",
@@ -24,8 +27,9 @@ def candidate_hosts(flow: http.HTTPFlow, asked: str | None = None) -> tuple[str,
     req = flow.request
     mode = flow.client_conn.proxy_mode
     reverse = mode.address[0] if isinstance(mode, mode_specs.ReverseMode) else None
+    address = flow.server_conn.address[0] if flow.server_conn.address else None
     names = (req.host, req.authority, req.headers.get("host"), flow.client_conn.sni,
-             getattr(flow.server_conn, "sni", None), reverse, asked)
+             getattr(flow.server_conn, "sni", None), reverse, asked, address)
     out: list[str] = []
     for n in names:
         h = normalize_host(n)
@@ -48,9 +52,8 @@ def http_exchange(flow: http.HTTPFlow, max_body: int = DEFAULT_MAX_BODY, asked: 
         raw = req.raw_content or b""
         try:
             body = decoding.decode(raw, encoding, max_body) if encoding else raw
-        except decoding.DecodeError:
-            shown = encoding if encoding.replace(",", " ").replace("-", "").replace(" ", "").isalpha() and len(encoding) < 40 else "(unusual value)"
-            problem = f"bad-encoding: the body does not decode as Content-Encoding {shown}"
+        except decoding.DecodeError as e:  # e.code: bad-encoding or hidden-data; str(e) never holds sender bytes
+            problem = f"{e.code}: the body does not decode cleanly as Content-Encoding {shown_encoding(encoding)}: {e}"
     headers = tuple(req.headers.items(multi=True))
     if req.trailers:
         headers += tuple((f"trailer:{k}", v) for k, v in req.trailers.items(multi=True))
@@ -59,7 +62,23 @@ def http_exchange(flow: http.HTTPFlow, max_body: int = DEFAULT_MAX_BODY, asked: 
         transport=Transport.HTTP, method=req.method.upper(), hosts=candidate_hosts(flow, asked),
         port=req.port, path=path, query=query, headers=headers,
         body=body, body_problem=problem, scheme=req.scheme, timestamp=req.timestamp_start or 0.0,
-        target_problem=target_problem(req.path, path), raw_target=req.path, sent_names=sent_names(flow))
+        target_problem=target_problem(req.path, path), raw_target=req.path, sent_names=sent_names(flow),
+        connected=connected_names(flow, asked))
+
+
+def connected_names(flow: http.HTTPFlow, asked: str | None) -> tuple[str, ...]:
+    """Where the connection goes: the server address (the CONNECT target until mitmproxy
+    connects) and the address the client asked for before an addon rewrote it."""
+    address = flow.server_conn.address[0] if flow.server_conn.address else None
+    return tuple(n for n in {normalize_host(address), normalize_host(asked)} if n)
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def sent_names(flow: http.HTTPFlow) -> tuple[tuple[str, str], ...]:
@@ -70,7 +89,7 @@ def sent_names(flow: http.HTTPFlow) -> tuple[tuple[str, str], ...]:
     if req.http_version.startswith(("HTTP/2", "HTTP/3")) and req.authority:
         names.append(("header::authority", req.authority))
     sni = getattr(flow.server_conn, "sni", None) or flow.client_conn.sni
-    if sni and req.scheme == "https":
+    if sni and req.scheme == "https" and not _is_address(sni):  # TLS never sends an address as SNI
         names.append(("tls:sni", sni))
     return tuple(names)
 

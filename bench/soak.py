@@ -85,7 +85,9 @@ async def websocket_client(port: int, tls: ssl.SSLContext, deadline: float, stat
                if c["transport"] == "websocket"]
     sock = socket.create_connection(("127.0.0.1", port))  # loopback only: never resolve the vendor's name
     async with connect(f"wss://{HOST}:{port}/v1/ws", sock=sock, ssl=tls, server_hostname=HOST,
-                       compression=None, proxy=None) as ws:
+                       compression=None, proxy=None,
+                       user_agent_header="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                                         "Chrome/131.0.0.0 Safari/537.36") as ws:
         i = 0
         while time.perf_counter() < deadline:
             await ws.send(frames[i % len(frames)])

@@ -116,13 +116,13 @@ def pytest_addoption(parser):
 
 def pytest_sessionfinish(session, exitstatus):
     path = session.config.getoption("--hardening-table")
-    module = sys.modules.get("test_hardening")
+    module = sys.modules.get("test_hardening")  # tests/test_bypass.py adds its cases to the same table
     if not path or module is None or not module.RESULTS:
         return
     rows = {}
     for (name, mode), r in module.RESULTS.items():
         rows.setdefault(name, {"category": r["category"], "rules": r["rules"], "note": r["note"]})[mode] = r
-    order = {"body": 0, "hiding": 1, "destination": 2, "fault": 3}
+    order = {"body": 0, "hiding": 1, "destination": 2, "transport": 3, "fault": 4}
     lines = [
         "# Hardening: cases and outcomes",
         "",

@@ -15,7 +15,7 @@ import pytest
 from websockets.sync.client import connect
 
 from conftest import PAYLOADS, ROOT
-from support.harness import HOST, Proxy
+from support.harness import BROWSER_UA, HOST, Proxy
 from support.rawpeer import RawUpstream, exchange, http_request, tunnel
 from telewarden import strictjson
 from test_hardening import RESULTS, SENTINEL
@@ -147,7 +147,7 @@ def test_declared_address_is_claimed_without_a_name(start_proxy, upstream, tmp_p
     bodies = [r.body for r in upstream.requests()]
     assert all(SECRET not in b for b in bodies)
     assert "hasura.cli.command-args" in rules_of(proxy, 0)
-    assert answer.startswith(b"HTTP/1.0 200" if mode == "scrub" else b"HTTP/1.0 403"), answer[:60]
+    assert answer[:12] in ((b"HTTP/1.0 200", b"HTTP/1.1 200") if mode == "scrub" else (b"HTTP/1.1 403",)), answer[:60]
     outcome("CONNECT to the vendor's address, no SNI, no Host", "destination", mode,
             answer[9:12].decode(), "repaired request only" if mode == "scrub" else "nothing",
             "hasura.cli.command-args", "claimed by the pack's `addresses:`")
@@ -163,10 +163,10 @@ def test_resolved_address_is_claimed_without_a_name(start_proxy, upstream, tmp_p
     while time.monotonic() < deadline:  # the first resolver round runs at start, off the request path
         upstream.clear()
         answer = _nameless(proxy, "127.0.0.1", FLAGS)
-        if answer.startswith(b"HTTP/1.0 403"):
+        if answer.startswith(b"HTTP/1.1 403"):
             break
         time.sleep(0.3)
-    assert answer.startswith(b"HTTP/1.0 403"), answer[:60]
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:60]
     assert upstream.requests() == [] and "hasura.cli.command-args" in rules_of(proxy, 0)
 
 
@@ -256,7 +256,8 @@ def test_websocket_control_frames_carry_nothing(proxies, upstream, mode):
     proxy = proxies(mode)
     upstream.clear()
     before = len(proxy.decisions())
-    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None) as ws:
+    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
+                 user_agent_header=BROWSER_UA) as ws:
         ws.ping(b"jane@acme.com")
         ws.pong(b"db01.acme.internal")
         ws.send(SENTINEL.decode())

@@ -17,7 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from conftest import PAYLOADS, ROOT, VIOLATIONS, exchange
-from support.harness import HOST
+from support.harness import BROWSER_UA, HOST
 from telewarden import strictjson
 
 pytestmark = pytest.mark.proxy
@@ -85,7 +85,13 @@ HTTP_CASES = [
     ("Authorization header", "hiding", GOOD, ["-H", "Authorization: Bearer abcdefghijklmnop123"], ["hasura.header.unexpected"], True),
     ("custom X- header", "hiding", GOOD, ["-H", "X-Db-Host: db01.acme.internal"], ["hasura.header.unexpected"], True),
     ("host name in User-Agent", "hiding", GOOD, ["-H", "User-Agent: Go-http-client/1.1 (build01.acme.corp)"],
-     ["hasura.detector.hostname"], True),
+     ["hasura.header.user-agent"], True),
+    ("flags in User-Agent", "hiding", GOOD, ["-H", "User-Agent: Go-http-client/1.1 --admin-secret"],
+     ["hasura.header.user-agent"], True),
+    ("a table name in a Content-Type parameter", "hiding", GOOD, ["-H", "Content-Type: application/json; x=acme_customers"],
+     ["hasura.header.content-type"], True),
+    ("a table name in an Accept parameter", "hiding", GOOD, ["-H", "Accept: application/json; table=acme_customers"],
+     ["hasura.header.accept"], True),
     ("GET instead of POST", "hiding", b"", ["-G", "--data-urlencode", "data=" + FLAGS.decode()], ["hasura.endpoint.unknown"], False),
     ("batch array instead of one object", "hiding", b"[" + GOOD + b"," + FLAGS + b"]", [], ["hasura.kind.unknown"], False),
     ("upper-case host", "destination", FLAGS, ["--url", "https://TELEMETRY.HASURA.IO/v1/http"], ["hasura.cli.command-args"], True),
@@ -108,13 +114,13 @@ HTTP_CASES = [
     ("gzip members splitting one message", "body", gzip.compress(FLAGS[:60]) + gzip.compress(FLAGS[60:]),
      ["-H", "Content-Encoding: gzip"], ["hasura.cli.command-args"], True),
     ("gzip with trailing garbage", "body", gzip.compress(GOOD) + b"--admin-secret hunter2",
-     ["-H", "Content-Encoding: gzip"], ["telewarden.body.bad-encoding"], False),
+     ["-H", "Content-Encoding: gzip"], ["telewarden.body.hidden-data"], False),
     ("zstd, a second frame holding --admin-secret", "body",
      (lambda z: z.compress(GOOD) + z.compress(b' {"command":"hasura migrate apply --admin-secret"}'))(
          __import__("telewarden.decoding").decoding.zstd),
      ["-H", "Content-Encoding: zstd"], ["telewarden.body.invalid-json"], False),
     ("deflate with trailing bytes", "body", gzip.zlib.compress(GOOD) + b"--admin-secret hunter2",
-     ["-H", "Content-Encoding: deflate"], ["telewarden.body.bad-encoding"], False),
+     ["-H", "Content-Encoding: deflate"], ["telewarden.body.hidden-data"], False),
     ("5,000-digit number", "body", GOOD.replace(b'"is_error":false', b'"is_error":false,"n":' + b"9" * 5000), [],
      ["telewarden.body.number-out-of-range"], False),
     ("256 KiB token-shaped string (eyJ-...)", "body", cli(os_arch="eyJ-" * 65536), [], ["hasura.schema.enum"], False),
@@ -194,7 +200,7 @@ def test_chunked_body_with_trailers(proxies, upstream, engine, mode):
 
 BAD_FRAME = strictjson.dumps(next(c for c in VIOLATIONS if c["name"] == "console-source-name-v2")["body"])
 SENTINEL = json.dumps({**PAYLOADS["console-v2.48-click"], "data": {**PAYLOADS["console-v2.48-click"]["data"],
-                       "event_data": {"id": "hardening-sentinel"}}}, separators=(",", ":")).encode()
+                       "event_data": {"id": "About"}}}, separators=(",", ":")).encode()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -202,7 +208,8 @@ SENTINEL = json.dumps({**PAYLOADS["console-v2.48-click"], "data": {**PAYLOADS["c
 def test_websocket_frames(proxies, upstream, engine, mode, how):
     proxy = proxies(mode)
     upstream.clear()
-    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None) as ws:
+    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
+                 user_agent_header=BROWSER_UA) as ws:
         if how == "binary frame":
             ws.send(BAD_FRAME)  # bytes: a binary frame
         else:
@@ -225,19 +232,18 @@ def test_upstream_down(start_proxy, upstream, engine, mode):
 
     dead = str(free_port())
     proxy = start_proxy(mode, env={"TELEWARDEN_TEST_UPSTREAM_PORT": dead, "TELEWARDEN_TEST_UPSTREAM_PLAIN_PORT": dead})
-    # HTTPS: mitmproxy connects upstream at CONNECT time, so the tunnel itself fails with 502
-    with pytest.raises(RuntimeError, match="CONNECT tunnel failed, response 502"):
-        proxy.curl(FLAGS)
-    # plain HTTP reaches the addon first: decided and recorded, then the upstream fails
-    good_status, _ = proxy.curl(GOOD, url=f"http://{HOST}/v1/http")
-    bad_status, resp = proxy.curl(FLAGS, url=f"http://{HOST}/v1/http")
-    assert good_status == 502 and bad_status == (502 if mode == "scrub" else 403)
-    recs = proxy.decisions()
-    assert recs[-2]["decision"] == "forwarded" and recs[-1]["decision"] == ("scrubbed" if mode == "scrub" else "blocked")
+    # a tunnel to a claimed host connects upstream only once a message in it may leave, so every
+    # attempt is judged and recorded even when the vendor cannot be reached (tests/test_sink.py)
+    for url in (f"https://{HOST}/v1/http", f"http://{HOST}/v1/http"):
+        good_status, _ = proxy.curl(GOOD, url=url)
+        bad_status, resp = proxy.curl(FLAGS, url=url)
+        assert good_status == 502 and bad_status == (502 if mode == "scrub" else 403)
+        recs = proxy.decisions()
+        assert recs[-2]["decision"] == "forwarded" and recs[-1]["decision"] == ("scrubbed" if mode == "scrub" else "blocked")
     assert proxy.proc.poll() is None
     RESULTS[("upstream down", mode)] = {"category": "fault", "client": f"{good_status} (conforming), {bad_status} (violating)",
                                        "upstream": "nothing (down)", "rules": "hasura.cli.command-args",
-                                       "note": "HTTPS: CONNECT answered 502; HTTP: decision recorded, then 502"}
+                                       "note": "HTTPS and HTTP: judged and recorded first (lazy tunnel), then 502"}
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -9,11 +9,12 @@ import zlib
 
 import httpx
 import pytest
+import yaml
 from mitmproxy import io as mitmio
 from websockets.sync.client import connect as ws_connect
 
-from conftest import PAYLOADS, VIOLATIONS, exchange, is_console
-from support.harness import HOST
+from conftest import PAYLOADS, ROOT, VIOLATIONS, exchange, is_console
+from support.harness import BROWSER_UA, GO_UA, HOST
 from telewarden import strictjson
 from telewarden.model import Decision
 
@@ -103,7 +104,7 @@ def test_python_http_client_through_the_proxy(proxies, upstream):
     proxy = proxies("block")
     case = next(c for c in HTTP_BAD if c["name"] == "cli-flag-values")
     upstream.clear()
-    with httpx.Client(proxy=proxy.url, verify=proxy.ssl_context(), timeout=20) as client:
+    with httpx.Client(proxy=proxy.url, verify=proxy.ssl_context(), timeout=20, headers={"User-Agent": GO_UA}) as client:
         bad = client.post(f"https://{HOST}/v1/http", content=body_of(case), headers={"Content-Type": "application/json"})
         good = client.post(f"https://{HOST}/v1/http", content=body_of("cli-v1.3"), headers={"Content-Type": "application/json"})
     assert bad.status_code == 403 and bad.json()["rules"] == ["hasura.cli.command-args"]
@@ -113,13 +114,13 @@ def test_python_http_client_through_the_proxy(proxies, upstream):
 
 def ws_session(proxy, frames: list[bytes], headers=None):
     with ws_connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), open_timeout=20,
-                    additional_headers=headers, compression=None) as ws:
+                    additional_headers=headers, compression=None, user_agent_header=BROWSER_UA) as ws:
         for f in frames:
             ws.send(f.decode())
 
 
 SENTINEL = json.dumps({**PAYLOADS["console-v2.48-click"], "data": {**PAYLOADS["console-v2.48-click"]["data"],
-                      "event_data": {"id": "end-of-test-sentinel"}}}, separators=(",", ":")).encode()
+                      "event_data": {"id": "AddAction"}}}, separators=(",", ":")).encode()
 
 
 def wait_sentinel(upstream) -> list[bytes]:
@@ -141,9 +142,9 @@ def test_websocket_frames_are_judged_one_by_one_and_the_connection_goes_on(proxi
     if mode == "block":
         assert len(got) == len(good)
     else:
-        repaired = [g for g in got if g not in good]
-        assert len(repaired) == len(bad)
-        for r in repaired:
+        repairable = [b for b in bad if engine.inspect(exchange(b, "websocket"), "scrub").decision.value == "scrubbed"]
+        assert len(got) == len(good) + len(repairable)  # (a repair can equal a genuine frame byte for byte)
+        for r in got:
             assert engine.inspect(exchange(r, "websocket"), "block").findings == []
 
 
@@ -331,8 +332,10 @@ def test_ws_keep_bounds_the_frames_a_live_websocket_flow_holds(start_proxy, upst
     saved = tmp_path / "ws.mitm"
     proxy = start_proxy("scrub", ["--set", "telewarden_ws_keep=3", "--set", f"save_stream_file={saved}"])
     upstream.clear()
+    ids = [v["value"] for v in yaml.safe_load((ROOT / "rules" / "hasura" / "console-analytics-ids.yaml").read_text())["values"]
+           if "value" in v and v["value"] not in ("unknown", "About", "AddAction")][:20]  # real ids, none the sentinel's
     frames = [json.dumps({**PAYLOADS["console-v2.48-click"], "data": {**PAYLOADS["console-v2.48-click"]["data"],
-                          "event_data": {"id": f"frame-{i}"}}}, separators=(",", ":")).encode() for i in range(20)]
+                          "event_data": {"id": i}}}, separators=(",", ":")).encode() for i in ids]
     ws_session(proxy, [*frames, SENTINEL])
     got = wait_sentinel(upstream)
     assert got == frames  # every frame was judged and relayed

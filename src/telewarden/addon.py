@@ -38,7 +38,7 @@ _LAST_VERDICTS = 20
 _MARKS = {Decision.BLOCKED: ":no_entry:", Decision.SCRUBBED: ":broom:", Decision.FORWARDED: ":warning:"}
 _OPTIONS = ("telewarden_mode", "telewarden_rules", "telewarden_bundled", "telewarden_audit",
             "telewarden_max_body", "telewarden_allow", "telewarden_block_status",
-            "telewarden_audit_max_bytes")
+            "telewarden_audit_max_bytes", "telewarden_audit_key")
 _RESOLVE_HOSTS, _RESOLVE_ADDRESSES, _RESOLVE_TIMEOUT = 256, 64, 5.0  # bounds of one resolver round
 _NOT_HTTP = {
     "tcp": "the connection to a claimed destination does not start with an HTTP request (no ALPN, first bytes "
@@ -75,6 +75,10 @@ class Telewarden:
         loader.add_option("telewarden_bundled", bool, True, "Load the bundled rule packs.")
         loader.add_option("telewarden_audit", str, "telewarden-audit",
                           "Audit folder (audit.log, audit.jsonl). It must be writable.")
+        loader.add_option("telewarden_audit_key", str, "",
+                          "Digest key file (default $XDG_CONFIG_HOME/telewarden/audit.key or "
+                          "~/.config/telewarden/audit.key; TELEWARDEN_AUDIT_KEY wins). Must be outside the audit "
+                          "folder: whoever holds it can test guesses against the trail's digests.")
         loader.add_option("telewarden_audit_max_bytes", int, 64 << 20,
                           "Rotate audit.jsonl past this size; the hash chain continues across files.")
         loader.add_option("telewarden_max_body", int, DEFAULT_MAX_BODY,
@@ -91,6 +95,9 @@ class Telewarden:
         loader.add_option("telewarden_reload_ms", int, 2000,
                           "Milliseconds between checks of the rule pack and schema files for changes (0: never). "
                           "A change reloads the packs; a broken pack keeps the last good ones in force.")
+        loader.add_option("telewarden_sink", bool, False,
+                          "Capture without sending: claimed messages are judged and recorded, never sent upstream; "
+                          "telewarden answers each itself with the response the pack declares for the endpoint.")
         loader.add_option("telewarden_resolve_s", int, 300,
                           "Seconds between resolutions of the packs' host names (0: never). A connection to one "
                           "of their addresses (or a pack's `addresses:`) is claimed even when it names nothing "
@@ -99,9 +106,9 @@ class Telewarden:
         # added to the end of the chain; control frames need mitmproxy's WebSocket layer guarded.
         guard = ctx.master.addons.get(TransportGuard.name)
         if guard is None:
-            ctx.master.addons.add(TransportGuard(self._transport_decision))
+            ctx.master.addons.add(TransportGuard(self._transport_decision, self._connection_claimed))
         else:  # the script was reloaded: the guard asks this instance from now on
-            guard.decide = self._transport_decision
+            guard.decide, guard.claimed = self._transport_decision, self._connection_claimed
         install_websocket_guard(self._control_frame)
 
     def configure(self, updated: set[str]) -> None:
@@ -129,9 +136,11 @@ class Telewarden:
         if not packs:
             raise exceptions.OptionsError("telewarden: no rule packs loaded")
         trail = self.trail
-        if trail is None or "telewarden_audit" in updated or "telewarden_audit_max_bytes" in updated:
+        if trail is None or updated & {"telewarden_audit", "telewarden_audit_max_bytes", "telewarden_audit_key"}:
+            key_path = Path(opts.telewarden_audit_key).expanduser() if opts.telewarden_audit_key else None
             try:
-                trail = AuditTrail(Path(opts.telewarden_audit).expanduser(), max_bytes=opts.telewarden_audit_max_bytes)
+                trail = AuditTrail(Path(opts.telewarden_audit).expanduser(), max_bytes=opts.telewarden_audit_max_bytes,
+                                   key_path=key_path)
             except AuditError as e:
                 raise exceptions.OptionsError(f"telewarden: {e}") from None
         engine = Engine(packs, digest_key=trail.key, limits=Limits(max_body=opts.telewarden_max_body),
@@ -221,6 +230,17 @@ class Telewarden:
 
     # -- hooks ------------------------------------------------------------------------------
 
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """A tunnel to a claimed destination connects upstream only once a message in it is judged
+        and allowed (mitmproxy's lazy strategy, for this tunnel alone): every attempt is recorded
+        even when the vendor is unreachable, and a blocked or sunk message opens no connection."""
+        try:
+            if flow.response is None and self._claimed(flow):
+                flow.response = http.Response(flow.request.data.http_version, 200, b"Connection established",
+                                              http.Headers(), b"", None, time.time(), time.time())
+        except Exception:  # noqa: BLE001 - the eager default is still judged at request time
+            log.error("telewarden: http_connect failed; the tunnel connects eagerly", exc_info=True)
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Keep telemetry bodies whole so they can be judged.
 
@@ -234,7 +254,7 @@ class Telewarden:
                 return
             flow.request.stream = False
             limit = self.stream_limit
-            if limit is None or self.mode is Mode.AUDIT:
+            if limit is None or (self.mode is Mode.AUDIT and not ctx.options.telewarden_sink):
                 return
             length = flow.request.headers.get("content-length")
             if length is None or not length.isdigit() or int(length) > limit:
@@ -265,10 +285,27 @@ class Telewarden:
                 apply_to_request(flow.request, verdict.repaired)
         except Exception as e:  # noqa: BLE001 - fail closed
             verdict = self._failure(ex, e)
+        if ctx.options.telewarden_sink and verdict.decision is not Decision.BLOCKED:
+            verdict.sunk = True
         self._record(verdict, ex, flow)
         if verdict.decision is Decision.BLOCKED:
             self._block_http(flow, verdict)
+        elif verdict.sunk:
+            flow.response = self._sink_response(verdict)
         self._annotate(flow, verdict)
+
+    def _sink_response(self, verdict: Verdict) -> http.Response:
+        """The answer the vendor's endpoint would give (`respond:` in the pack), so the product
+        behaves as usual; a WebSocket handshake cannot be answered without a server: refused."""
+        endpoint = None
+        if self.engine is not None:
+            pack = next((p for p in self.engine.packs if p.id == verdict.pack), None)
+            endpoint = next((e for e in pack.endpoints if e.id == verdict.endpoint), None) if pack else None
+        respond = getattr(endpoint, "respond", None) or {}
+        if endpoint is not None and endpoint.transport is Transport.WEBSOCKET:
+            return http.Response.make(403, b"", {"X-Telewarden": "sink"})
+        headers = {"X-Telewarden": "sink", **respond.get("headers", {})}
+        return http.Response.make(respond.get("status", 200), respond.get("body", "").encode(), headers)
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         assert flow.websocket is not None
@@ -327,12 +364,20 @@ class Telewarden:
         self._record(verdict, ex, flow)
         self._annotate(flow, verdict)
 
+    def _connection_names(self, names: tuple[str, ...], context: Any) -> tuple[str, ...]:
+        asked = normalize_host(self._asked.get(context.server.id))
+        return (asked, *names) if asked and asked not in names else names
+
+    def _connection_claimed(self, names: tuple[str, ...], context: Any) -> bool:
+        try:
+            return self.engine is not None and self.engine.claim(self._connection_names(names, context)) is not None
+        except Exception:  # noqa: BLE001 - unknown: treat as claimed (lazy costs nothing)
+            return True
+
     def _transport_decision(self, names: tuple[str, ...], what: str, context: Any) -> str | None:
         """Called by the TransportGuard when mitmproxy would relay a connection raw: None when no
         pack claims it; otherwise record, and "audit" (relay) or "refuse" (HTTP or close)."""
-        asked = normalize_host(self._asked.get(context.server.id))
-        if asked and asked not in names:
-            names = (asked, *names)
+        names = self._connection_names(names, context)
         try:
             pack = self.engine.claim(names) if self.engine is not None else None
         except Exception:  # noqa: BLE001 - fail closed

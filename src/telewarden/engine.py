@@ -224,7 +224,7 @@ class Engine:
             if where == "header:host":
                 hosts += 1
             name = normalize_host(raw)
-            if name is not None and self.claims_name(pack, name):
+            if name is not None and (name in ex.connected or self.claims_name(pack, name)):
                 continue
             sni = where == "tls:sni"
             self._add(work, pack, "telewarden.request.other-host", where, raw,
@@ -336,7 +336,9 @@ class Engine:
         body = ex.body
         if work.fixes:
             fixed = json.loads(ex.body)  # a private copy; the strict parse already succeeded
-            for fix in sorted(work.fixes, key=lambda f: -len(f.path)):
+            # deepest first; among siblings the highest list index first, so dropping one item never
+            # shifts another that is still to be repaired (stable: same path keeps rule order)
+            for fix in sorted(work.fixes, key=_fix_order, reverse=True):
                 fixed = _apply(fixed, fix)
             body = strictjson.dumps(fixed)
         host = verdict.host if work.set_host else None
@@ -354,7 +356,7 @@ class Engine:
                          tuple(h for h in ex.headers if h[0].lower() not in work.drop_headers),
                          body, None, ex.frame_is_text, ex.scheme,
                          target_problem=None if work.canonical_target else ex.target_problem,
-                         sent_names=names, id=ex.id, timestamp=ex.timestamp)
+                         sent_names=names, connected=ex.connected, id=ex.id, timestamp=ex.timestamp)
         _, recheck, _ = self._judge(pack, again)
         left = [f for f in recheck.findings if f.waived is None]
         if left:
@@ -552,6 +554,10 @@ def _apply(doc: Any, fix: _Fix) -> Any:
         else:
             parent[key] = new
     return doc
+
+
+def _fix_order(fix: _Fix) -> tuple:
+    return len(fix.path), tuple((1, p) if type(p) is int else (0, p) for p in fix.path)
 
 
 def _kinds(hits: list) -> str:

@@ -77,6 +77,9 @@ class Exchange:
     # Names the request sends on to the server, as (where, raw value): every Host header,
     # `:authority`, the TLS SNI. Each must name the claimed destination.
     sent_names: tuple[tuple[str, str], ...] = ()
+    # The names of where the connection really goes (CONNECT target, the address asked for): a
+    # sent name equal to one of them reveals nothing the connection does not.
+    connected: tuple[str, ...] = ()
     id: str = field(default_factory=lambda: f"m{next(_ids)}")
     timestamp: float = field(default_factory=time.time)
 
@@ -134,6 +137,7 @@ class Verdict:
     findings: list[Finding] = field(default_factory=list)
     repaired: Repaired | None = None
     error: str | None = None  # internal error or unverifiable input, when there was one
+    sunk: bool = False  # --sink: answered by telewarden, never sent upstream
     size_in: int = 0
     size_out: int = 0
     micros: int = 0

@@ -43,6 +43,8 @@ def record(verdict: Verdict, ex: Exchange, source: str | None = None) -> dict[st
         rec["source"] = source
     if verdict.error:
         rec["error"] = _safe_text(verdict.error)
+    if verdict.sunk:
+        rec["sunk"] = True
     for f in rec["findings"]:
         if f["rule"].startswith("telewarden.body."):
             f["message"] = _safe_text(f["message"])
@@ -134,6 +136,8 @@ def _block(rec: dict[str, Any], values: list[tuple[str | None, Any]] | None, e) 
     head = f"{e(rec['time'])}  {e(_label(rec)):<10} {what:<26} {e(rec['method']):<4} {e(rec['destination'])}"
     if rec.get("source"):
         head += f"  [{e(rec['source'])}]"
+    if rec.get("sunk"):
+        head += "  (sink: answered by telewarden, not sent)"
     lines = [head]
     if rec.get("error") and not rec["findings"]:
         lines.append(f"    error: {e(rec['error'])}")

@@ -24,7 +24,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="rule pack file or folder (repeatable)")
     p.add_argument("--no-bundled", action="store_true", help="do not load the bundled packs")
     p.add_argument("--audit", default="telewarden-audit", metavar="DIR", help="audit folder (default: ./telewarden-audit)")
+    p.add_argument("--audit-key", metavar="FILE",
+                   help="digest key file, outside the audit folder (default ~/.config/telewarden/audit.key)")
     p.add_argument("--allow", action="append", default=[], metavar="RULE=REASON", help="waive a rule")
+    p.add_argument("--sink", action="store_true",
+                   help="capture without sending: judge and record claimed messages, answer them here, "
+                        "never send them upstream (other traffic passes as usual)")
     p.add_argument("--listen-host", default="127.0.0.1")
     p.add_argument("--listen-port", type=int, default=8080)
     p.set_defaults(func=cmd_run, passthrough=True)
@@ -58,6 +63,10 @@ def mitmdump_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     ours += [("telewarden_allow", a) for a in args.allow]
     if args.no_bundled:
         ours.append(("telewarden_bundled", "false"))
+    if args.sink:
+        ours.append(("telewarden_sink", "true"))
+    if args.audit_key:
+        ours.append(("telewarden_audit_key", str(Path(args.audit_key).expanduser().resolve())))
     argv = ["-s", str(Path(addon.__file__).resolve()), "--listen-host", args.listen_host,
             "--listen-port", str(args.listen_port)]
     for name, value in ours:
@@ -80,7 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.tw_mode, proxy_modes = split_modes(args.modes)
     extra = proxy_modes + list(getattr(args, "extra", []))
     ca = confdir(extra) / "mitmproxy-ca-cert.pem"
-    print(f"telewarden: {args.tw_mode} mode, proxy on {args.listen_host}:{args.listen_port}, audit in {args.audit}/",
+    sink = ", sink: claimed messages are never sent upstream" if args.sink else ""
+    print(f"telewarden: {args.tw_mode} mode{sink}, proxy on {args.listen_host}:{args.listen_port}, audit in {args.audit}/",
           file=sys.stderr)
     print(f"telewarden: CA certificate: {ca} (created on first start). Clients must trust it:\n"
           f"  curl --cacert {ca} ...   |   SSL_CERT_FILE={ca} / REQUESTS_CA_BUNDLE={ca} / NODE_EXTRA_CA_CERTS={ca}\n"

@@ -72,13 +72,24 @@ def _raw_in(chosen: layer.Layer) -> tuple[Any, layer.Layer] | None:
 
 
 class TransportGuard:
-    """Registered after mitmproxy's NextLayer; `decide(names, what)` answers "audit" (relay and
-    record), "refuse" (parse as HTTP / close, recorded) or None (not claimed)."""
+    """Registered after mitmproxy's NextLayer and TlsConfig; `decide(names, what)` answers "audit"
+    (relay and record), "refuse" (parse as HTTP / close, recorded) or None (not claimed)."""
 
     name = "telewarden_transport"
 
-    def __init__(self, decide: Callable[[tuple[str, ...], str, context.Context], str | None]) -> None:
+    def __init__(self, decide: Callable[[tuple[str, ...], str, context.Context], str | None],
+                 claimed: Callable[[tuple[str, ...], context.Context], bool]) -> None:
         self.decide = decide
+        self.claimed = claimed
+
+    def tls_clienthello(self, data: Any) -> None:
+        """Lazy for claimed destinations: mitmproxy's TlsConfig (which runs before this) has the
+        server handshake done first under the eager strategy, connecting to the vendor before any
+        message is judged. For a claimed destination it waits for a message that may leave."""
+        if data.context.server.connected:  # already connected (an unclaimed CONNECT): nothing to save
+            return
+        if data.establish_server_tls_first and self.claimed(connection_names(data.context), data.context):
+            data.establish_server_tls_first = False
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         chosen = nextlayer.layer

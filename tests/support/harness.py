@@ -34,6 +34,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 HOST = "telemetry.hasura.io"
+# What the real senders send: the CLI is a Go program; the console runs in a browser.
+GO_UA = "Go-http-client/1.1"
+BROWSER_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
+              "Safari/537.36")
 SUPPORT = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 
@@ -283,7 +287,8 @@ class Proxy:
         stop = threading.Event()
 
         def load() -> None:
-            with httpx.Client(proxy=self.url, verify=self.ssl_context(), timeout=5) as client:
+            with httpx.Client(proxy=self.url, verify=self.ssl_context(), timeout=5,
+                              headers={"User-Agent": GO_UA, "Content-Type": "application/json"}) as client:
                 for i in range(count):
                     if stop.is_set():
                         return

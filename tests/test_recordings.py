@@ -632,3 +632,8 @@ def test_error_lines_never_carry_control_characters():
 
     assert _short(ValueError("bad \x1b[2J\nvalue")) == "ValueError: bad \\x1b[2J\\x0avalue"
     assert len(_short(KeyError("x" * 1000))) < 140
+
+
+def test_output_paths_are_checked_before_the_show_values_banner(tmp_path):
+    rc, out, err = check("--show-values", "--junit", tmp_path / "no" / "j.xml", BROWSER / "playwright-clean.har")
+    assert rc == 2 and out == "" and "does not exist" in err

@@ -267,6 +267,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except ValueError as e:
         print(f"telewarden check: {e}", file=sys.stderr)
         return EXIT_ERROR
+    inputs = [*args.paths, *([Path(args.expect_no_telemetry)] if args.expect_no_telemetry else [])]
+    for flag, target in (("--junit", args.junit), ("--export", args.export)):
+        why = _unwritable(target, inputs) if target is not None else None
+        if why:  # before anything is read or printed: never a whole run, then an error
+            print(f"telewarden check: {flag} {target}: {why}", file=sys.stderr)
+            return EXIT_ERROR
     engine = load_engine(args, waivers)
     show_values = getattr(args, "show_values", False)
     if show_values:
@@ -287,11 +293,6 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print("telewarden check: give at least one PATH (a .mitm/.flow or .har file)", file=sys.stderr)
         return EXIT_ERROR
     mode = Mode(args.mode)
-    for flag, target in (("--junit", args.junit), ("--export", args.export)):
-        why = _unwritable(target, args.paths) if target is not None else None
-        if why:  # before anything is read: never a whole run, then an error
-            print(f"telewarden check: {flag} {target}: {why}", file=sys.stderr)
-            return EXIT_ERROR
     progress = Progress(args.progress)
     try:
         exporter = Exporter(args.export) if args.export else None

@@ -280,3 +280,25 @@ def test_websocket_control_frames_carry_nothing(proxies, upstream, mode):
         outcome("WebSocket ping/pong payloads and close reason", "hiding", mode, "connection goes on",
                 "empty ping/pong, close code only", "telewarden.websocket.control-frame",
                 "mitmproxy relays control frames without a hook: its WebSocket layer is guarded")
+
+
+def test_udp_to_a_claimed_destination_is_closed(start_proxy, upstream):
+    """UDP (here a reverse-mode UDP listener whose target is the vendor) would be relayed raw."""
+    import socket
+
+    from support.harness import free_port
+
+    udp_port = free_port()
+    proxy = start_proxy("block", ["--mode", f"reverse:udp://{HOST}:443@127.0.0.1:{udp_port}"], wait=False)
+    deadline = time.monotonic() + 30  # only a UDP listener: wait for mitmproxy to say so
+    while "listening at" not in (proxy.log.read_text() if proxy.log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(
+            f["rule"] == "telewarden.transport.udp" for r in proxy.decisions() for f in r["findings"]):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"--admin-secret hunter2", ("127.0.0.1", udp_port))
+        time.sleep(0.3)
+    recs = [r for r in proxy.decisions() if any(f["rule"] == "telewarden.transport.udp" for f in r["findings"])]
+    assert recs and recs[0]["decision"] == "blocked" and recs[0]["transport"] == "udp"
+    assert b"hunter2" not in (proxy.audit / "audit.jsonl").read_bytes()

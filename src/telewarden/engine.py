@@ -10,6 +10,10 @@ Order of judgement (the precedence the README documents):
      cannot be repaired
   7. the pack's rules, in file order; every pointer a rule names is owned by it
   8. detectors on every string no rule owns -> `<pack>.detector.<name>`; scrub masks the match
+A message can be the query string (an endpoint's `message: query`): parsed into a JSON object and
+judged from step 4 like a body. A kind with a `batch` holds events: each is judged from step 5 by
+its own event kind (findings point into it, `/events/3/...`), and scrub can drop an event it cannot
+repair instead of blocking the whole message.
 Scrub applies every repair, re-serialises, and inspects the result again from step 1: anything
 still found blocks the message. Waived rules are reported but neither decide nor get repaired.
 """
@@ -21,15 +25,17 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote_plus, unquote_to_bytes
 
 from . import strictjson
 from .detectors import mask
 from .names import normalize_host
 from .model import Decision, Exchange, Finding, Mode, Repaired, Severity, Transport, Verdict, shown_method
-from .packs import DROP, Kind, Pack, Rule, format_pointer
+from .packs import DROP, Endpoint, Kind, Pack, Rule, format_pointer
 
 UNVERIFIABLE = "telewarden could not verify this message, so it cannot be shown to keep the vendor's promises"
 UNVERIFIABLE_TARGET = "what is forwarded is exactly what was judged"
@@ -43,6 +49,7 @@ DEFAULT_MAX_DEPTH = 64
 class Limits:
     max_body: int = DEFAULT_MAX_BODY
     max_depth: int = DEFAULT_MAX_DEPTH
+    max_query_params: int = 256  # key=value pairs of a query-string message
 
 
 @dataclass(slots=True)
@@ -59,6 +66,7 @@ class _Work:
     fixes: list[_Fix] = field(default_factory=list)
     drop_headers: list[str] = field(default_factory=list)
     clear_query: bool = False
+    query_message: bool = False  # the message is the query string (the endpoint's `message: query`)
     canonical_target: bool = False
     set_host: bool = False
     unrepairable: bool = False
@@ -170,7 +178,7 @@ class Engine:
                 if ex.body:
                     self._unverifiable(work, "body-unexpected", "a WebSocket handshake carries no body")
             else:
-                doc = self._body(pack, ex, verdict, work)
+                doc = self._body(pack, endpoint, ex, verdict, work)
         verdict.findings = work.findings
         verdict.error = work.error
         return verdict, work, doc
@@ -239,55 +247,100 @@ class Engine:
                       Severity.HIGH, None, repair_text="one Host header, the claimed host name")
             work.set_host = True
 
-    def _body(self, pack: Pack, ex: Exchange, verdict: Verdict, work: _Work) -> Any:
-        if ex.body_problem:
+    def _body(self, pack: Pack, endpoint: Endpoint, ex: Exchange, verdict: Verdict, work: _Work) -> Any:
+        if endpoint.message == "query":
+            work.query_message = True
+            if ex.body or ex.body_problem:
+                self._unverifiable(work, "body-unexpected", "this endpoint's message is its query string: it carries no body")
+                return None
+            try:
+                doc = parse_query(ex.query, max_bytes=self.limits.max_body, max_params=self.limits.max_query_params)
+            except QueryError as e:
+                self._unverifiable(work, e.code, str(e))
+                return None
+        elif ex.body_problem:
             self._unverifiable(work, ex.body_problem.split(":", 1)[0], ex.body_problem)
             return None
-        try:
-            doc = strictjson.loads(ex.body, max_bytes=self.limits.max_body, max_depth=self.limits.max_depth)
-        except strictjson.StrictJSONError as e:
-            self._unverifiable(work, e.code, str(e))
-            return None
+        else:
+            try:
+                doc = strictjson.loads(ex.body, max_bytes=self.limits.max_body, max_depth=self.limits.max_depth)
+            except strictjson.StrictJSONError as e:
+                self._unverifiable(work, e.code, str(e))
+                return None
         kind = self._kind(pack, verdict.endpoint, doc)
         if kind is None:
             self._add(work, pack, f"{pack.id}.kind.unknown", "", None,
-                      "the body matches no known message kind (topic or shape)", pack.generic_promise,
-                      Severity.HIGH, None, unrepairable=True)
+                      f"the {'query' if work.query_message else 'body'} matches no known message kind (topic or shape)",
+                      pack.generic_promise, Severity.HIGH, None, unrepairable=True)
             return doc
         verdict.kind = kind.id
+        self._judge_kind(pack, kind, doc, (), work)
+        if kind.batch is not None:
+            self._judge_batch(pack, kind, doc, work)
+        return doc
+
+    def _judge_kind(self, pack: Pack, kind: Kind, doc: Any, prefix: tuple, work: _Work) -> None:
+        """Schema, rules and detectors of one kind on `doc`, which sits at `prefix` in the message."""
         valid = kind.validator.is_valid(doc)
         if not valid:
-            self._schema_findings(pack, kind, doc, work)
+            self._schema_findings(pack, kind, doc, work, prefix)
         for rule, pointer, wild in kind.checks:
             if wild:
                 for path, value in _resolve(doc, pointer):
                     if problem := rule.check(value):
-                        self._rule_finding(work, pack, rule, format_pointer(path), value, problem, path)
+                        full = (*prefix, *path)
+                        self._rule_finding(work, pack, rule, format_pointer(full), value, problem, full)
             else:
                 value = _get(doc, pointer, _MISSING)
                 if value is not _MISSING and (problem := rule.check(value)):
-                    self._rule_finding(work, pack, rule, format_pointer(pointer), value, problem, pointer)
+                    full = (*prefix, *pointer)
+                    self._rule_finding(work, pack, rule, format_pointer(full), value, problem, full)
         # A valid message can hold free strings only where the schema allows them; an invalid one
         # may hide anything anywhere, so it gets the full walk.
-        self._walk(pack, doc, (), kind.owned, work, kind.scan if valid else True)
-        return doc
+        self._walk(pack, doc, prefix, kind.owned, work, kind.scan if valid else True)
+
+    def _judge_batch(self, pack: Pack, kind: Kind, doc: Any, work: _Work) -> None:
+        """Each event of the batch by its own event kind. An event scrub cannot repair is dropped
+        (`unrepairable: drop`), so the others still go; otherwise it blocks the message."""
+        batch = kind.batch
+        events = _get(doc, batch.at, None)
+        if type(events) is not list:
+            return  # the batch kind's schema judges what is there instead
+        for i, event in enumerate(events):
+            at = (*batch.at, i)
+            ew = _Work()
+            ekind = next((k for k in batch.kinds if _holds(k, event)), None)
+            if ekind is None:
+                self._add(ew, pack, f"{pack.id}.kind.unknown", "", event,
+                          "the event matches no known event kind", pack.generic_promise, Severity.HIGH,
+                          at, unrepairable=True)
+            else:
+                self._judge_kind(pack, ekind, event, at, ew)
+            work.findings.extend(ew.findings)
+            if ew.unrepairable and batch.drop:
+                for f in ew.findings:
+                    if f.waived is None:
+                        f.repair = "the event is dropped" + ("" if f.repair is None else f" (instead: {f.repair})")
+                work.fixes.append(_Fix(at, _drop))
+            else:
+                work.fixes.extend(ew.fixes)
+                work.unrepairable = work.unrepairable or ew.unrepairable
 
     def _kind(self, pack: Pack, endpoint_id: str | None, doc: Any) -> Kind | None:
         for kind in pack.kinds:
-            if endpoint_id not in kind.endpoints:
+            if endpoint_id not in kind.endpoints or kind.within is not None:
                 continue
-            if all(_get(doc, p, _MISSING) in values for p, values in kind.when) and all(
-                    _get(doc, p, _MISSING) is not _MISSING for p in kind.has):
+            if _holds(kind, doc):
                 return kind
         return None
 
-    def _schema_findings(self, pack: Pack, kind: Kind, doc: Any, work: _Work) -> None:
+    def _schema_findings(self, pack: Pack, kind: Kind, doc: Any, work: _Work, prefix: tuple = ()) -> None:
         for err in kind.validator.iter_errors(doc):
             path = tuple(err.instance_path)
             keyword = err.kind.name
             if keyword == "additionalProperties":
                 for key in err.kind.as_dict().get("unexpected", []):
-                    kpath = (*path, key)
+                    kpath = (*prefix, *path, key)
                     parent = _get(doc, path, None)
                     value = parent.get(key) if isinstance(parent, dict) else None
                     # _add shows the pointer through _safe_pointer: an unknown key is the sender's
@@ -300,7 +353,7 @@ class Engine:
                 # (a path without a repair adds no fix)
                 self._add(work, pack, f"{pack.id}.schema.{_kebab(keyword)}", "", value,
                           f"fails {keyword!r} of the {kind.id} schema ({'/'.join(map(str, err.schema_path))})",
-                          pack.generic_promise, Severity.HIGH, path, unrepairable=True)
+                          pack.generic_promise, Severity.HIGH, (*prefix, *path), unrepairable=True)
 
     def _walk(self, pack: Pack, value: Any, path: tuple, owned: dict | None, work: _Work, plan: Any = True) -> None:
         """Run the detectors on every string that no rule owns, where the plan says one may be."""
@@ -334,17 +387,27 @@ class Engine:
 
     def _scrub(self, pack: Pack, ex: Exchange, verdict: Verdict, work: _Work, doc: Any) -> None:
         body = ex.body
+        query = None
         if work.fixes:
-            fixed = json.loads(ex.body)  # a private copy; the strict parse already succeeded
+            # a private copy; the strict parse already succeeded
+            fixed = parse_query(ex.query) if work.query_message else json.loads(ex.body)
             # deepest first; among siblings the highest list index first, so dropping one item never
             # shifts another that is still to be repaired (stable: same path keeps rule order)
             for fix in sorted(work.fixes, key=_fix_order, reverse=True):
                 fixed = _apply(fixed, fix)
-            body = strictjson.dumps(fixed)
+            if work.query_message:
+                try:
+                    query = encode_query(fixed)
+                except QueryError as e:
+                    verdict.decision = Decision.BLOCKED
+                    verdict.error = f"the repaired message cannot be written as a query string: {e}"
+                    return
+            else:
+                body = strictjson.dumps(fixed)
         host = verdict.host if work.set_host else None
-        repaired = Repaired(body=body if work.fixes else None, drop_headers=tuple(work.drop_headers),
+        repaired = Repaired(body=body if work.fixes and query is None else None, drop_headers=tuple(work.drop_headers),
                             clear_query=work.clear_query, target=ex.path if work.canonical_target else None,
-                            host=host)
+                            host=host, query=query)
         if work.set_host and host is None:
             verdict.decision = Decision.BLOCKED
             verdict.error = "no claimed host name to put in Host"
@@ -352,7 +415,7 @@ class Engine:
         names = ex.sent_names if host is None else (
             *((w, n) for w, n in ex.sent_names if w == "tls:sni"), ("header:host", host))
         again = Exchange(ex.transport, ex.method, ex.hosts, ex.port, ex.path,
-                         "" if work.clear_query else ex.query,
+                         query if query is not None else "" if work.clear_query else ex.query,
                          tuple(h for h in ex.headers if h[0].lower() not in work.drop_headers),
                          body, None, ex.frame_is_text, ex.scheme,
                          target_problem=None if work.canonical_target else ex.target_problem,
@@ -365,7 +428,7 @@ class Engine:
             return
         verdict.decision = Decision.SCRUBBED
         verdict.repaired = repaired
-        verdict.size_out = len(body)
+        verdict.size_out = len(body) if query is None else len(query)
 
     # -- findings ---------------------------------------------------------------------------
 
@@ -451,6 +514,91 @@ class Engine:
 
 
 _MISSING = object()
+
+
+def _drop(value: Any) -> Any:
+    return DROP
+
+
+def _holds(kind: Kind, doc: Any) -> bool:
+    """A kind's `when` values and `has` pointers hold for this document."""
+    return all(_get(doc, p, _MISSING) in values for p, values in kind.when) and all(
+        _get(doc, p, _MISSING) is not _MISSING for p in kind.has)
+
+
+# -- a message in the query string ----------------------------------------------------------------
+
+class QueryError(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # bad-query, too-large, too-many-params
+
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _decode_component(text: str, what: str) -> str:
+    if _BAD_ESCAPE.search(text):
+        raise QueryError("bad-query", f"a {what} holds a '%' that is not a percent-escape: servers decode it differently")
+    try:
+        return unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        raise QueryError("bad-query", f"a {what} does not decode as UTF-8") from None
+
+
+def parse_query(query: str, *, max_bytes: int = DEFAULT_MAX_BODY, max_params: int = 256) -> dict[str, Any]:
+    """The query string as a JSON object, form-decoded (`+` is a space): `a=1&b=2&b=3` ->
+    {"a": "1", "b": ["2", "3"]} (a repeated key's values as an array, in order; a key without `=`
+    has the value ""). Strict, so that no server reads it differently from how it was judged: an
+    undecodable escape, invalid UTF-8, a NUL, a raw `;` (some servers split on it, Go refuses
+    it), an empty key, too many pairs or too many bytes raise QueryError (a telewarden.body.*
+    finding). Empty pairs (`a=1&&b=2`) are skipped, as every form parser does."""
+    query = query.split("#", 1)[0]
+    if len(query) > max_bytes:
+        raise QueryError("too-large", f"query string of {len(query)} characters exceeds the limit of {max_bytes}")
+    if ";" in query:
+        raise QueryError("bad-query", "the query string holds a raw ';': servers disagree on whether it separates pairs")
+    out: dict[str, Any] = {}
+    pairs = [p for p in query.split("&") if p] if query else []
+    if len(pairs) > max_params:
+        raise QueryError("too-many-params", f"{len(pairs)} pairs in the query string exceed the limit of {max_params}")
+    for pair in pairs:
+        raw_key, _, raw_value = pair.partition("=")
+        key = _decode_component(raw_key, "key")
+        value = _decode_component(raw_value, "value")
+        if not key:
+            raise QueryError("bad-query", "a pair of the query string has an empty key")
+        if "\x00" in key or "\x00" in value:
+            raise QueryError("bad-query", "the query string holds a NUL: parsers disagree where it ends")
+        if key in out:
+            old = out[key]
+            if type(old) is list:
+                old.append(value)
+            else:
+                out[key] = [old, value]
+        else:
+            out[key] = value
+    return out
+
+
+def encode_query(doc: Any) -> str:
+    """The inverse of parse_query for a repaired message: form encoding (space as `+`, every
+    reserved character escaped), an array as the key repeated, in the object's key order."""
+    if type(doc) is not dict:
+        raise QueryError("bad-query", "a query-string message must be an object")
+    parts: list[str] = []
+    for key, value in doc.items():
+        for v in value if type(value) is list else [value]:
+            if type(v) is bool:
+                v = "true" if v else "false"
+            elif v is None:
+                continue
+            elif type(v) in (int, float):
+                v = str(v)
+            elif type(v) is not str:
+                raise QueryError("bad-query", f"the value of a query key is a {type(v).__name__}")
+            parts.append(f"{quote_plus(str(key), safe='')}={quote_plus(v, safe='')}")
+    return "&".join(parts)
 
 # Header names from the HTTP standards (RFC 9110/9111/9112/9113, 6265, 6455, Fetch): public
 # vocabulary, not the sender's data, so `header:cookie` can be named. Any other header name

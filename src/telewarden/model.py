@@ -116,13 +116,14 @@ _FINDING_FIELDS = ("rule", "pointer", "message", "promise", "severity", "digest"
 @dataclass(slots=True)
 class Repaired:
     """What scrub changes on the exchange: a new body, dropped headers, a cleared query, the
-    canonical target, the claimed host name."""
+    canonical target, the claimed host name, a repaired query string."""
 
     body: bytes | None = None
     drop_headers: tuple[str, ...] = ()
     clear_query: bool = False
     target: str | None = None  # forward this canonical path instead of the raw target
     host: str | None = None  # set Host / :authority to this claimed name (one header)
+    query: str | None = None  # the repaired query string, when the message is the query (`message: query`)
 
 
 @dataclass(slots=True)

@@ -93,6 +93,19 @@ class Kind:
     checks: list[tuple[Rule, Pointer, bool]] = field(default_factory=list)
     owned: dict = field(default_factory=dict)  # trie of pointers whose strings rules judge
     scan: Any = True  # schemaplan.scan_plan: where a valid message can hold free strings
+    # An event kind (`within: <batch kind>`) is chosen only for the items of that kind's batch.
+    within: str | None = None
+    batch: "Batch | None" = None  # this kind's message holds a batch of events
+
+
+@dataclass(slots=True)
+class Batch:
+    """`batch: {at: /events, unrepairable: drop}`: the array at `at` holds events, each judged by
+    its own event kind (the kinds declared `within` this one, first match of `when`/`has`)."""
+
+    at: Pointer
+    drop: bool  # scrub drops an event it cannot repair (else the whole message is blocked)
+    kinds: list["Kind"] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -104,6 +117,7 @@ class Endpoint:
     header_allow: frozenset[str] | None  # None: any header
     header_rules: dict[str, list[Rule]]
     forbid_query: bool
+    message: str = "body"  # "query": the message is the query string, parsed into a JSON object
 
 
 @dataclass(slots=True)
@@ -271,9 +285,17 @@ class _Compiler:
                 id=e["id"], transport=Transport(e["transport"]), paths=frozenset(e["paths"]),
                 methods=frozenset(e.get("methods") or (["GET"] if e["transport"] == "websocket" else ["POST"])),
                 header_allow=frozenset(allow) if allow is not None else None,
-                header_rules=header_rules, forbid_query=e.get("query", "forbid") == "forbid"))
+                header_rules=header_rules, message=e.get("message", "body"),
+                forbid_query=e.get("query", "forbid") == "forbid" and e.get("message") != "query"))
 
         kinds = [self._kind(k, endpoint_ids) for k in d["kinds"]]
+        by_id = {k.id: k for k in kinds}
+        for k in kinds:
+            if k.within is not None:
+                parent = by_id.get(k.within)
+                if parent is None or parent.batch is None:
+                    raise self.fail(f"kind {k.id!r}", f"within {k.within!r}: not a kind with a batch")
+                parent.batch.kinds.append(k)
         for kind in kinds:
             kind.rules = [r for r in rules if r.pointers and (r.kinds is None or kind.id in r.kinds)]
             kind.checks = [(r, p, "*" in p) for r in kind.rules for p in r.pointers
@@ -285,6 +307,11 @@ class _Compiler:
                     for tok in p:
                         node = node.setdefault(tok, {})
                     node[None] = r.id  # None marks "owned here"
+            if kind.batch is not None:  # the events are judged one by one, by their own kinds
+                node = kind.owned
+                for tok in kind.batch.at:
+                    node = node.setdefault(tok, {})
+                node[None] = "batch"
         return Pack(
             id=d["pack"], title=d["title"], source=d["source"], file=str(self.path),
             promises=promises, generic_promise=promises[d["generic_promise"]],
@@ -362,11 +389,15 @@ class _Compiler:
         try:
             when = tuple((parse_pointer(p), tuple(v)) for p, v in (k.get("when") or {}).items())
             has = tuple(parse_pointer(p) for p in k.get("has") or [])
+            batch = Batch(parse_pointer(k["batch"]["at"]), k["batch"].get("unrepairable", "block") == "drop") \
+                if "batch" in k else None
         except ValueError as e:
             raise self.fail(where, str(e)) from None
+        if batch is not None and (not batch.at or "*" in batch.at):
+            raise self.fail(where, "batch 'at' must name one array (no '*', not the whole message)")
         return Kind(id=k["id"], title=k.get("title", k["id"]), endpoints=frozenset(k["endpoints"]),
                     when=when, has=has, validator=validator, schema=schema,
-                    schema_path=schema_path)
+                    schema_path=schema_path, within=k.get("within"), batch=batch)
 
     def _rule(self, r: dict, promises: dict, routes: dict, kind_ids: set[str], endpoint_ids: set[str]) -> Rule:
         where = f"rule {r['id']!r}"
@@ -432,6 +463,12 @@ class _Compiler:
             return (lambda v, a=arg: a), f"set to {json.dumps(arg)}"
         if rtype == "drop":
             return (lambda v: DROP), "dropped"
+        if rtype == "keep_match":
+            try:
+                rx = compile_pattern(arg)
+            except PatternError as e:
+                raise self.fail(where, f"bad keep_match pattern: {e}") from None
+            return (lambda v, rx=rx: _keep_match(v, rx)), "kept the longest leading part of the allowed form, dropped the rest"
         if rtype == "keep_tokens":
             try:
                 rx = compile_pattern(arg)
@@ -479,6 +516,17 @@ def _tokens_repair(v: Any, head: ValueSet, tail: ValueSet, sep: str) -> Any:
     if prefix is None:
         return ""
     return sep.join([prefix, *(t for t in rest if t in tail)]) if prefix else sep.join(t for t in rest if t in tail)
+
+
+def _keep_match(v: Any, rx: Pattern) -> str:
+    """The longest prefix of `v` that fully matches `rx` ("" if none): `--hostname=db.acme` with
+    `--?[a-z][a-z-]*` keeps `--hostname`. Prefixes are tried longest first, each in linear time;
+    a value longer than 256 characters is cut to 256 before trying."""
+    text = str(v)[:256]
+    for n in range(len(text), 0, -1):
+        if rx.fullmatch(text[:n]):
+            return text[:n]
+    return ""
 
 
 def load_packs(paths: Sequence[Path], *, include_bundled: bool = True) -> list[Pack]:

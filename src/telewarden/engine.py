@@ -297,7 +297,9 @@ class Engine:
                     self._rule_finding(work, pack, rule, format_pointer(full), value, problem, full)
         # A valid message can hold free strings only where the schema allows them; an invalid one
         # may hide anything anywhere, so it gets the full walk.
-        self._walk(pack, doc, prefix, kind.owned, work, kind.scan if valid else True)
+        plan = kind.scan if valid else True
+        if plan is not None:  # None: the schema fixes every value, no free string to scan
+            self._walk(pack, doc, prefix, kind.owned, work, plan)
 
     def _judge_batch(self, pack: Pack, kind: Kind, doc: Any, work: _Work) -> None:
         """Each event of the batch by its own event kind. An event scrub cannot repair is dropped
@@ -309,7 +311,11 @@ class Engine:
         for i, event in enumerate(events):
             at = (*batch.at, i)
             ew = _Work()
-            ekind = next((k for k in batch.kinds if _holds(k, event)), None)
+            if batch.index is not None:
+                name = _get(event, batch.index[0], None)
+                ekind = batch.index[1].get(name) if type(name) is str else None
+            else:
+                ekind = next((k for k in batch.kinds if _holds(k, event)), None)
             if ekind is None:
                 self._add(ew, pack, f"{pack.id}.kind.unknown", "", event,
                           "the event matches no known event kind", pack.generic_promise, Severity.HIGH,

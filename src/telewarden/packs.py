@@ -106,6 +106,21 @@ class Batch:
     at: Pointer
     drop: bool  # scrub drops an event it cannot repair (else the whole message is blocked)
     kinds: list["Kind"] = field(default_factory=list)
+    # When every event kind is chosen by strings at one same pointer (`when: {/eventName: [...]}`),
+    # (pointer, {value: first kind}): one dict look-up per event instead of trying each kind.
+    index: tuple[Pointer, dict[str, "Kind"]] | None = None
+
+    def index_kinds(self) -> None:
+        pointers = {p for k in self.kinds for p, _ in k.when}
+        if len(pointers) != 1 or any(k.has or len(k.when) != 1 for k in self.kinds) or \
+                any(type(v) is not str for k in self.kinds for _, vs in k.when for v in vs):
+            self.index = None
+            return
+        table: dict[str, Kind] = {}
+        for k in self.kinds:
+            for v in k.when[0][1]:
+                table.setdefault(v, k)
+        self.index = (next(iter(pointers)), table)
 
 
 @dataclass(slots=True)
@@ -296,6 +311,9 @@ class _Compiler:
                 if parent is None or parent.batch is None:
                     raise self.fail(f"kind {k.id!r}", f"within {k.within!r}: not a kind with a batch")
                 parent.batch.kinds.append(k)
+        for k in kinds:
+            if k.batch is not None:
+                k.batch.index_kinds()
         for kind in kinds:
             kind.rules = [r for r in rules if r.pointers and (r.kinds is None or kind.id in r.kinds)]
             kind.checks = [(r, p, "*" in p) for r in kind.rules for p in r.pointers

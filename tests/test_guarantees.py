@@ -308,6 +308,7 @@ def test_the_tamper_fixture_holds_every_field(full_trail):
 
 def test_verify_catches_an_edit_of_every_field_of_a_record(full_trail, tmp_path):
     # break caught: a field (findings, say) left out of the hash: its edit would verify as intact
+    assert verify(full_trail)[0] == 0  # intact as written (a verify that fails everything catches nothing)
     lines = (full_trail / "audit.jsonl").read_text().splitlines()
     rec = json.loads(lines[1])
     fields = list(_fields(rec))

@@ -108,6 +108,10 @@ PY
   rc=$?
   (cd "$copy" && PYTHONPATH="$copy/src" "$venv/bin/mutmut" export-cicd-stats >/dev/null 2>&1 &&
      PYTHONPATH="$copy/src" "$venv/bin/mutmut" results > "$copy/survivors.txt" 2>&1)
+  # every survivor's diff in one file, to judge which are equivalent (docs/mutation.md)
+  (cd "$copy" && for name in $(sed -n 's/^ *\([^ :]*\): survived$/\1/p' survivors.txt); do
+     PYTHONPATH="$copy/src" "$venv/bin/mutmut" show "$name" 2>/dev/null | grep -v '^\(---\|+++\) '; echo
+   done > "$copy/survivors.diff")
   set -e
   stats=$copy/mutants/mutmut-cicd-stats.json
   if [ -f "$stats" ]; then
@@ -127,6 +131,6 @@ PY
     line="$mod: no result (exit $rc); see $copy/mutmut-run.log"
   fi
   echo "$line" | tee -a "$summary"
-  echo "   survivors: $copy/survivors.txt (show one: cd $copy && PYTHONPATH=src $venv/bin/mutmut show NAME)" >&2
+  echo "   survivors: $copy/survivors.txt, their diffs: $copy/survivors.diff" >&2
 done
 echo "scores: $summary" >&2

@@ -365,7 +365,11 @@ def check(*argv: str) -> tuple[int, str]:
 def test_expect_no_telemetry_fails_on_one_clean_message(tmp_path, packs, monkeypatch, form):
     from telewarden import cli
 
+    from telewarden import checkrun
+
     monkeypatch.setattr(cli, "load_packs", lambda paths, include_bundled=True: packs)  # loaded once
+    real = checkrun.Progress  # its default stream is the stderr of import time (closed under mutmut)
+    monkeypatch.setattr(checkrun, "Progress", lambda setting: real(setting, io.StringIO()))
     # the README's CI form: one clean message is still telemetry; break caught: the bare flag
     # (no pack name) only failing on findings, or on no message at all
     flows = recording(tmp_path / "opt-out.mitm", [GOOD])
@@ -544,3 +548,14 @@ def test_a_frame_the_trail_cannot_record_is_not_relayed(fault_proxies, upstream,
     assert [r.body for r in upstream.frames()] == [GENUINE]
     assert [r for r in upstream.requests() if r.method == "POST"] == []
     assert verify(proxy.audit)[0] == 0
+
+
+@pytest.mark.proxy
+@pytest.mark.xfail(reason="addon.requestheaders refuses every claimed request without a Content-Length under "
+                          "stream_large_bodies, the bodyless WebSocket handshake included: the console cannot "
+                          "connect (reported with issue 16)", strict=False)
+def test_websocket_handshake_is_not_refused_under_stream_large_bodies(fault_proxies, upstream):
+    proxy = fault_proxies("scrub", True)
+    upstream.clear()
+    _ws_send(proxy, [GENUINE.decode()])
+    assert upstream.wait_for(lambda rs: any(r.body == GENUINE for r in rs), 10)

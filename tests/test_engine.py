@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import copy
 import json
 
@@ -36,10 +38,14 @@ def test_flat_cli_variant_is_its_own_kind(engine):
     assert v.kind == "cli-flat" and v.findings == []
 
 
+_UNKNOWN_KEY = re.compile(r"\(key:[0-9a-f]{12}, \d+ chars[^)]*\)")
+
+
 @pytest.mark.parametrize("case", VIOLATIONS, ids=[c["name"] for c in VIOLATIONS])
 def test_documented_mismatch_is_caught_by_the_right_rule_at_the_right_pointer(engine, case):
     v = inspect(engine, exchange(case["body"], case["transport"]), "audit")
-    got = [(f.rule, f.pointer) for f in v.findings]
+    # a key the pack does not know is the sender's: shown as a keyed digest, written `(key)` here
+    got = [(f.rule, _UNKNOWN_KEY.sub("(key)", f.pointer)) for f in v.findings]
     assert got == [(e["rule"], e["pointer"]) for e in case["expect"]]
     assert v.decision is Decision.FORWARDED  # audit forwards, and records
 
@@ -150,8 +156,8 @@ def test_origin_header_on_the_console_handshake_is_caught_and_dropped(engine):
 def test_unexpected_headers_are_findings_and_scrub_drops_them(engine):
     headers = [("Content-Type", "application/json"), ("Cookie", "session=abc"), ("X-Trace-Host", "db01")]
     v = inspect(engine, exchange(PAYLOADS["cli-v1.3"], headers=headers), "scrub")
-    assert [(f.rule, f.pointer) for f in v.findings] == [
-        ("hasura.header.unexpected", "header:cookie"), ("hasura.header.unexpected", "header:x-trace-host")]
+    assert [(f.rule, _UNKNOWN_KEY.sub("(key)", f.pointer)) for f in v.findings] == [
+        ("hasura.header.unexpected", "header:cookie"), ("hasura.header.unexpected", "header:(key)")]
     assert v.decision is Decision.SCRUBBED and set(v.repaired.drop_headers) == {"cookie", "x-trace-host"}
 
 

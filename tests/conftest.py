@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,19 @@ EXAMPLES = ROOT / "examples"
 PAYLOADS = {p.stem: json.loads(p.read_text()) for p in sorted((EXAMPLES / "payloads").glob("*.json"))}
 VIOLATIONS = json.loads((EXAMPLES / "violations.json").read_text())
 KEY = b"test-key"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _keys_stay_in_the_test_area(tmp_path_factory):
+    """No test writes a digest key into the real ~/.config (AuditTrail's default key file)."""
+    folder = tmp_path_factory.mktemp("xdg-config")
+    old = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(folder)
+    yield
+    if old is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = old
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Proxy overhead: mitmdump + telewarden (scrub, Hasura payloads) against plain mitmdump.
 
-    ./tw bench proxy [--seconds 4] [--rounds 3] [--connections 8]
+    ./tw bench proxy [--seconds 4] [--rounds 3] [--connections 8] [--proto https] [--tw-mode scrub]
+                     [--unclaimed] [--hooktime]
 
 Both proxies run at once in reverse mode in front of the same local upstream (a separate process);
 rounds alternate between them, for plain HTTP and for HTTPS (TLS client->proxy and proxy->upstream).
@@ -9,7 +10,13 @@ the others (--no-pin to turn off): otherwise the three processes preempt each ot
 machine and the figures measure the scheduler as much as the proxy.
 The load generator keeps N keep-alive connections busy with POSTs of real Hasura payloads (4 clean :
 1 violating) and records each request's latency. Prints requests/s, p50 and p99 latency and the
-telewarden/plain throughput ratio. Only 127.0.0.1 is contacted; every loop is bounded.
+telewarden/plain throughput ratio with the spread of the per-round ratios (each telewarden round
+against the plain round next to it), and the latency telewarden adds (p50 and p99 differences).
+--unclaimed sends the same requests to a host no pack claims (other.test): what an egress proxy's
+ordinary traffic pays. --hooktime loads bench/hooktime.py after telewarden and prints the share of
+the proxy's CPU spent in telewarden's hooks (thread CPU time per hook call / process CPU time).
+The load average is printed at the start and the end: the machine is shared, say it beside figures.
+Only 127.0.0.1 is contacted; every loop is bounded.
 """
 
 from __future__ import annotations
@@ -47,15 +54,15 @@ def bodies(clean_only: bool = False) -> list[bytes]:
 
 
 async def one_connection(port: int, tls: ssl.SSLContext | None, payloads: list[bytes], deadline: float,
-                         latencies: list[float], offset: int) -> None:
+                         latencies: list[float], offset: int, host: str = HOST) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls,
-                                                   server_hostname=HOST if tls else None)
+                                                   server_hostname=host if tls else None)
     i = offset
     try:
         while time.perf_counter() < deadline and i < offset + 1_000_000:
             body = payloads[i % len(payloads)]
             i += 1
-            head = (f"POST /v1/http HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+            head = (f"POST /v1/http HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                     f"User-Agent: Go-http-client/1.1\r\nContent-Length: {len(body)}\r\n\r\n").encode()
             t0 = time.perf_counter()
             writer.write(head + body)
@@ -73,12 +80,12 @@ async def one_connection(port: int, tls: ssl.SSLContext | None, payloads: list[b
 
 
 async def load(port: int, tls: ssl.SSLContext | None, seconds: float, connections: int,
-               clean_only: bool = False) -> tuple[float, list[float]]:
+               clean_only: bool = False, host: str = HOST) -> tuple[float, list[float]]:
     payloads = bodies(clean_only)
     latencies: list[float] = []
     t0 = time.perf_counter()
     deadline = t0 + seconds
-    await asyncio.gather(*(one_connection(port, tls, payloads, deadline, latencies, k * 7)
+    await asyncio.gather(*(one_connection(port, tls, payloads, deadline, latencies, k * 7, host)
                            for k in range(connections)))
     return len(latencies) / (time.perf_counter() - t0), latencies
 
@@ -105,16 +112,48 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     raise TimeoutError(proc.args)
 
 
+def hook_snapshot(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def hook_share(before: dict | None, after: dict | None) -> tuple[float, dict[str, float], dict[str, int], float]:
+    """(share of process CPU in telewarden's hooks, share per hook, calls per hook, share in garbage
+    collection) between snapshots."""
+    if not before or not after or after["process_ns"] <= before["process_ns"]:
+        return float("nan"), {}, {}, float("nan")
+    cpu = after["process_ns"] - before["process_ns"]
+    per = {k: (v - before["ns"].get(k, 0)) / cpu for k, v in after["ns"].items()}
+    calls = {k: v - before["calls"].get(k, 0) for k, v in after["calls"].items()}
+    return sum(per.values()), per, calls, (after["gc_ns"] - before["gc_ns"]) / cpu
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=4.0, help="per round and proxy")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--proto", choices=["http", "https", "both"], default="both")
+    ap.add_argument("--tw-mode", choices=["audit", "scrub", "block"], default="scrub", help="telewarden's mode")
+    ap.add_argument("--unclaimed", action="store_true",
+                    help="send to a host no pack claims (other.test): traffic telewarden passes untouched")
+    ap.add_argument("--hooktime", action="store_true", help="measure the share of proxy CPU in telewarden's hooks")
     ap.add_argument("--clean-only", action="store_true", help="send only conforming payloads")
     ap.add_argument("--no-pin", action="store_true", help="do not pin proxies and load generator to CPUs")
     ap.add_argument("--telewarden-arg", action="append", default=[], metavar="ARG",
-                    help="extra argument for telewarden run (e.g. --telewarden-arg=--mode=audit)")
+                    help="extra argument for telewarden run (e.g. --telewarden-arg=--sink)")
     args = ap.parse_args()
+    host = "other.test" if args.unclaimed else HOST
+    protos = ("http", "https") if args.proto == "both" else (args.proto,)
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     pin = not args.no_pin and len(cpus) >= 2
     proxy_cpu, other_cpus = ({cpus[-1]}, set(cpus[:-1])) if pin else (None, None)
@@ -138,54 +177,106 @@ def main() -> None:
               "--set", f"ssl_verify_upstream_trusted_ca={cert}", "--listen-host", "127.0.0.1"]
     targets = {}
     pids = {}
+    hookfiles: dict[tuple[str, str], Path] = {}
     try:
         wait_port(plain_up, procs[0])
-        for proto, spec in (("http", f"reverse:http://{HOST}:80/"), ("https", f"reverse:https://{HOST}/")):
+        for proto in protos:
+            spec = f"reverse:http://{host}:80/" if proto == "http" else f"reverse:https://{host}/"
             for name in ("mitmdump", "telewarden"):
                 port = free_port()
+                penv = env
+                if args.hooktime:
+                    hookfiles[(proto, name)] = tmp / f"hooktime-{proto}-{name}.json"
+                    penv = {**env, "TELEWARDEN_HOOKTIME": str(hookfiles[(proto, name)])}
                 if name == "mitmdump":
                     cmd = [str(BIN / "mitmdump"), "--mode", spec, "--listen-port", str(port), *common]
+                    if args.hooktime:
+                        cmd += ["-s", str(ROOT / "bench" / "hooktime.py")]
                 else:
-                    cmd = [str(BIN / "telewarden"), "run", "--mode", "scrub", "--mode", spec,
+                    cmd = [str(BIN / "telewarden"), "run", "--mode", args.tw_mode, "--mode", spec,
                            "--audit", str(tmp / f"audit-{proto}"), "--listen-port", str(port), *common,
                            *args.telewarden_arg]
-                p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                    if args.hooktime:
+                        cmd += ["-s", str(ROOT / "bench" / "hooktime.py")]
+                p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=penv,
                                      start_new_session=True, preexec_fn=on_proxy_cpu)
                 procs.append(p)
                 wait_port(port, p)
                 targets[(proto, name)] = port
                 pids[(proto, name)] = p.pid
+                if name == "telewarden":  # listening comes before the script is loaded: wait for the trail
+                    end = time.monotonic() + 30
+                    while not (tmp / f"audit-{proto}" / "audit.jsonl").exists() and time.monotonic() < end:
+                        time.sleep(0.05)
         ctx = ssl.create_default_context(cafile=str(confdir / "mitmproxy-ca-cert.pem"))
+        commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                                text=True).stdout.strip() or "?"
+        print(f"commit {commit}; load average {loadavg()} at start; proxy pids "
+              + ", ".join(f"{proto}/{name} {pid}" for (proto, name), pid in pids.items()), flush=True)
         print(f"{args.rounds} alternating rounds of {args.seconds:.0f}s per proxy, {args.connections} keep-alive "
-              f"connections, POST /v1/http with Hasura payloads (4 clean : 1 violating), scrub mode; "
+              f"connections, POST /v1/http to {host} "
+              + ("(unclaimed: passed through untouched)" if args.unclaimed else
+                 "with Hasura payloads (4 clean : 1 violating)" if not args.clean_only else "(clean payloads only)")
+              + f", telewarden {args.tw_mode} mode; "
               + (f"proxies pinned to CPU {cpus[-1]}, load generator and upstream to CPU {sorted(other_cpus)}" if pin
                  else "no CPU pinning"))
-        for proto in ("http", "https"):
+        for proto in protos:
             tls = ctx if proto == "https" else None
-            asyncio.run(load(targets[(proto, "mitmdump")], tls, 1.0, args.connections))  # warm up both
-            asyncio.run(load(targets[(proto, "telewarden")], tls, 1.0, args.connections))
+            asyncio.run(load(targets[(proto, "mitmdump")], tls, 1.0, args.connections, host=host))  # warm up both
+            asyncio.run(load(targets[(proto, "telewarden")], tls, 1.0, args.connections, host=host))
             results: dict[str, tuple[list[float], list[float]]] = {"mitmdump": ([], []), "telewarden": ([], [])}
             cpu = {"mitmdump": 0.0, "telewarden": 0.0}
+            shares: list[float] = []
+            gc_shares: dict[str, list[float]] = {"mitmdump": [], "telewarden": []}
+            per_hook: dict[str, float] = {}
+            hook_calls: dict[str, int] = {}
             for r in range(args.rounds):
                 order = ("mitmdump", "telewarden") if r % 2 == 0 else ("telewarden", "mitmdump")
                 for name in order:
                     c0 = cpu_seconds(pids[(proto, name)])
+                    hookfile = hookfiles.get((proto, name))
+                    before = hook_snapshot(hookfile) if hookfile else None
                     rate, lat = asyncio.run(load(targets[(proto, name)], tls, args.seconds, args.connections,
-                                                 args.clean_only))
+                                                 args.clean_only, host))
                     cpu[name] += cpu_seconds(pids[(proto, name)]) - c0
+                    if before is not None:
+                        time.sleep(0.45)  # the addon writes its totals every 0.2 s; the proxy is idle now
+                        share, per, calls, gc_share = hook_share(before, hook_snapshot(hookfile))
+                        gc_shares[name].append(gc_share)
+                        if name == "telewarden":
+                            shares.append(share)
+                        for k, v in (per.items() if name == "telewarden" else ()):
+                            per_hook[k] = per_hook.get(k, 0.0) + v / args.rounds
+                        for k, v in calls.items():
+                            hook_calls[k] = hook_calls.get(k, 0) + v
                     results[name][0].append(rate)
                     results[name][1].extend(lat)
+            pct = {}
             for name, (rates, lat) in results.items():
                 n = len(lat)
                 lat.sort()
-                p50, p99 = lat[n // 2] * 1e3, lat[int(n * 0.99)] * 1e3
-                print(f"{proto:<5} {name:<11} {statistics.mean(rates):>8,.0f} req/s   p50 {p50:6.2f} ms   "
-                      f"p99 {p99:6.2f} ms   proxy CPU {cpu[name] / n * 1e6:5.0f} us/req   "
+                pct[name] = (lat[n // 2] * 1e3, lat[int(n * 0.99)] * 1e3)
+                print(f"{proto:<5} {name:<11} {statistics.mean(rates):>8,.0f} req/s   p50 {pct[name][0]:6.2f} ms   "
+                      f"p99 {pct[name][1]:6.2f} ms   proxy CPU {cpu[name] / n * 1e6:5.0f} us/req   "
                       f"(rounds: {', '.join(f'{x:,.0f}' for x in rates)})")
             ratio = statistics.mean(results["telewarden"][0]) / statistics.mean(results["mitmdump"][0])
-            print(f"{proto:<5} ratio telewarden/mitmdump throughput: {ratio:.3f}")
+            per_round = [t / m for t, m in zip(results["telewarden"][0], results["mitmdump"][0])]
+            print(f"{proto:<5} ratio telewarden/mitmdump throughput: {ratio:.3f}  (per round {min(per_round):.3f}-"
+                  f"{max(per_round):.3f}: {', '.join(f'{x:.3f}' for x in per_round)})")
+            print(f"{proto:<5} latency added by telewarden: p50 {(pct['telewarden'][0] - pct['mitmdump'][0]) * 1e3:+.0f} us"
+                  f", p99 {(pct['telewarden'][1] - pct['mitmdump'][1]) * 1e3:+.0f} us "
+                  f"({args.connections} connections in flight: a request's latency includes the others' service)")
+            if shares:
+                top = sorted(per_hook.items(), key=lambda kv: -kv[1])
+                print(f"{proto:<5} telewarden hooks: {statistics.mean(shares) * 100:.2f}% of proxy CPU "
+                      f"(per round {', '.join(f'{x * 100:.2f}' for x in shares)}); "
+                      + ", ".join(f"{k.split('.', 1)[1]} {v * 100:.2f}% ({hook_calls.get(k, 0):,} calls)"
+                                  for k, v in top if v > 0.0001))
+                print(f"{proto:<5} garbage collection: "
+                      + ", ".join(f"{name} {statistics.mean(g) * 100:.2f}%" for name, g in gc_shares.items() if g)
+                      + " of proxy CPU")
         audit = sum(1 for p in tmp.glob("audit-*/audit.jsonl") for _ in p.open())
-        print(f"audit records written by telewarden: {audit:,}")
+        print(f"audit records written by telewarden: {audit:,}; load average {loadavg()} at the end")
     finally:
         for p in procs:
             try:

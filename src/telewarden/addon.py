@@ -35,11 +35,17 @@ from telewarden.transport import GUARD_KEY, TransportGuard, install_websocket_gu
 log = logging.getLogger("telewarden")
 
 _LAST_VERDICTS = 20
-_MARKS = {Decision.BLOCKED: ":no_entry:", Decision.SCRUBBED: ":broom:", Decision.FORWARDED: ":warning:"}
+_WORST_MARKS = {"blocked": ":no_entry:", "scrubbed": ":broom:", "forwarded": ":warning:"}
 _OPTIONS = ("telewarden_mode", "telewarden_rules", "telewarden_bundled", "telewarden_audit",
             "telewarden_max_body", "telewarden_allow", "telewarden_block_status",
             "telewarden_audit_max_bytes", "telewarden_audit_key")
 _RESOLVE_HOSTS, _RESOLVE_ADDRESSES, _RESOLVE_TIMEOUT = 256, 64, 5.0  # bounds of one resolver round
+# mitmproxy hands every log record to every addon (~100 us a call on a busy proxy), so judged
+# messages are not logged one by one: the trail has each of them, and the log gets a summary line
+# every _SUMMARY_S seconds when something was judged, plus the first _BLOCK_LINES blocked messages
+# of each such period, one line each (a blocked product notices; its operator should too).
+_SUMMARY_S, _BLOCK_LINES = 10.0, 5
+_PENDING_HUMAN = 512  # audit.log blocks rendered after the request went on; rendered inline beyond this
 _NOT_HTTP = {
     "tcp": "the connection to a claimed destination does not start with an HTTP request (no ALPN, first bytes "
            "not a request line); relayed raw, nothing in it could be judged",
@@ -62,6 +68,11 @@ class Telewarden:
         # server connection id -> the name the client asked for, before any addon rewrote the
         # address (an upstream rewrite must not make a claimed tunnel look unclaimed)
         self._asked: dict[str, str] = {}
+        self._counts: dict[str, int] = {}  # decisions since the last summary line
+        self._passed = 0  # messages no pack claimed, since the last summary line
+        self._block_lines = 0  # blocked messages logged one by one in this period
+        self._summary: asyncio.Task | None = None
+        self._flush_scheduled = False
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -166,6 +177,8 @@ class Telewarden:
             self._watcher = loop.create_task(self._watch())
         if self._resolver is None and ctx.options.telewarden_resolve_s > 0:
             self._resolver = loop.create_task(self._resolve_forever())
+        if self._summary is None:
+            self._summary = loop.create_task(self._summarize_forever())
 
     @command.command("telewarden.reload")
     def reload(self) -> None:
@@ -220,11 +233,34 @@ class Telewarden:
         if engine is self.engine:
             engine.set_resolved(addresses)
 
+    async def _summarize_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_SUMMARY_S)
+            try:
+                self._log_summary()
+            except Exception:  # noqa: BLE001 - never let the summary die
+                pass
+
+    def _log_summary(self) -> None:
+        counts, passed, lines = self._counts, self._passed, self._block_lines
+        self._counts, self._passed, self._block_lines = {}, 0, 0
+        if not counts:
+            return
+        judged = sum(counts.values())
+        blocked = counts.get("blocked", 0)
+        parts = ", ".join(f"{counts[d]} {d}" for d in ("forwarded", "scrubbed", "blocked") if counts.get(d))
+        more = f"; {blocked - lines} blocked not logged one by one" if blocked > lines else ""
+        log.info(f"telewarden: {judged} messages judged ({parts}), {passed} passed through unclaimed"
+                 f"{more}; each one is in {self.trail.folder if self.trail else 'the audit trail'}")
+
     def done(self) -> None:
-        if self._resolver is not None:
-            self._resolver.cancel()
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._resolver, self._watcher, self._summary):
+            if task is not None:
+                task.cancel()
+        try:
+            self._log_summary()
+        except Exception:  # noqa: BLE001
+            pass
         if self.trail is not None:
             self.trail.close()
 
@@ -250,7 +286,12 @@ class Telewarden:
         before anything is sent; audit mode lets it stream and records it as not inspected.
         """
         try:
-            if self.engine is None or not self._claimed(flow):
+            if self.engine is None:
+                return
+            asked = self._asked.get(flow.server_conn.id)
+            hosts = candidate_hosts(flow, asked)
+            pack = self.engine.claim(hosts)
+            if pack is None:
                 return
             flow.request.stream = False
             limit = self.stream_limit
@@ -258,12 +299,12 @@ class Telewarden:
                 return
             length = flow.request.headers.get("content-length")
             if length is None or not length.isdigit() or int(length) > limit:
-                ex = http_exchange(flow, asked=self._asked_for(flow))
+                ex = http_exchange(flow, asked=asked, hosts=hosts)
                 reason = (f"streamed: the body may exceed stream_large_bodies ({limit} bytes) and would "
                           f"pass the proxy uninspected; refused before sending")
                 finding = Finding("telewarden.body.streamed", "body", reason, UNVERIFIABLE, Severity.HIGH)
                 verdict = Verdict(ex.id, Decision.BLOCKED, self.mode, findings=[finding], error=reason,
-                                  pack=self.engine.claim(ex.hosts).id)
+                                  pack=pack.id)
                 self._record(verdict, ex, flow)
                 self._annotate(flow, verdict)
                 flow.kill()
@@ -277,9 +318,17 @@ class Telewarden:
             return
         ex = None
         try:
-            ex = http_exchange(flow, self.engine.limits.max_body if self.engine else DEFAULT_MAX_BODY, self._asked_for(flow))
+            engine = self.engine
+            asked = self._asked.get(flow.server_conn.id)
+            hosts = candidate_hosts(flow, asked)
+            # the claim first: traffic no pack claims (nearly all of it) costs the names and no more
+            if engine is not None and engine.claim(hosts) is None:
+                self._passed += 1
+                return
+            ex = http_exchange(flow, engine.limits.max_body if engine else DEFAULT_MAX_BODY, asked, hosts)
             verdict = self._inspect(ex)
             if verdict.decision is Decision.PASSED_THROUGH:
+                self._passed += 1
                 return
             if verdict.decision is Decision.SCRUBBED and verdict.repaired is not None:
                 apply_to_request(flow.request, verdict.repaired)
@@ -315,7 +364,14 @@ class Telewarden:
             return
         ex = None
         try:
-            ex = websocket_exchange(flow, message.content, message.is_text, message.timestamp, self._asked_for(flow))
+            engine = self.engine
+            asked = self._asked.get(flow.server_conn.id)
+            hosts = candidate_hosts(flow, asked)
+            if engine is not None and engine.claim(hosts) is None:
+                self._passed += 1
+                self._trim(flow)
+                return
+            ex = websocket_exchange(flow, message.content, message.is_text, message.timestamp, asked, hosts)
             verdict = self._inspect(ex)
             if verdict.decision is Decision.PASSED_THROUGH:
                 self._trim(flow)
@@ -445,17 +501,50 @@ class Telewarden:
             ex = Exchange(transport=Transport.HTTP, method=flow.request.method, hosts=(flow.request.pretty_host,),
                           port=flow.request.port, path=flow.request.path.split("?", 1)[0], timestamp=time.time())
         try:
-            if self.trail is None:
+            trail = self.trail
+            if trail is None:
                 raise AuditError("no audit trail configured")
-            self.trail.write(record(verdict, ex))
+            trail.write(record(verdict, ex))  # audit.jsonl, written before anything is forwarded
         except Exception as e:  # noqa: BLE001 - an unaudited message must not leave in enforcing modes
             log.error(f"telewarden: AUDIT TRAIL FAILED: {e}")
             if self.mode is not Mode.AUDIT and verdict.decision is not Decision.BLOCKED:
                 verdict.decision = Decision.BLOCKED
                 verdict.error = f"audit trail unwritable: {e}"
-        if verdict.decision is Decision.BLOCKED or verdict.active_findings:
-            log.warning(f"telewarden: {verdict.decision.value.upper()} {verdict.pack}/{verdict.kind or verdict.endpoint} "
+        else:
+            self._render_soon(trail)
+        decision = verdict.decision.value
+        self._counts[decision] = self._counts.get(decision, 0) + 1
+        if verdict.decision is Decision.BLOCKED and self._block_lines < _BLOCK_LINES:
+            self._block_lines += 1
+            log.warning(f"telewarden: BLOCKED {verdict.pack}/{verdict.kind or verdict.endpoint} "
                         f"{ex.destination} rules={','.join(verdict.rule_ids) or '-'}")
+
+    def _render_soon(self, trail: AuditTrail) -> None:
+        """audit.log (the human view) is rendered after the hook returns, a batch per turn of the
+        event loop: off the request's path, one write for many records. audit.jsonl, the record
+        that counts, is already written; a crash before the batch is rendered is repaired when the
+        trail is next opened (AuditTrail regenerates a human log that lags behind its chain)."""
+        if self._flush_scheduled:
+            if trail.pending_human() >= _PENDING_HUMAN:
+                trail.flush_human()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (tests, offline use): render now
+            trail.flush_human()
+            return
+        trail.defer_human = True
+        self._flush_scheduled = True
+        loop.call_soon(self._flush_human, trail)
+
+    def _flush_human(self, trail: AuditTrail) -> None:
+        self._flush_scheduled = False
+        try:
+            trail.flush_human()
+            if self.trail is not None and self.trail is not trail:  # reconfigured meanwhile
+                self.trail.flush_human()
+        except Exception:  # noqa: BLE001 - the chain has every record; never break the loop
+            log.error("telewarden: rendering audit.log failed (audit.jsonl has the records)", exc_info=True)
 
     def _block_http(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
         body = {"telewarden": "blocked", "message": verdict.exchange_id, "rules": verdict.rule_ids}
@@ -470,21 +559,28 @@ class Telewarden:
 
         Bounded: a WebSocket flow can carry frames for hours, so it keeps counts per decision,
         the set of rules and the last few verdicts, not one entry per frame."""
-        meta = flow.metadata.setdefault("telewarden", {"counts": {}, "rules": [], "last": []})
+        meta = flow.metadata.get("telewarden")
+        if meta is None:
+            meta = flow.metadata["telewarden"] = {"counts": {}, "rules": [], "last": []}
         counts = meta["counts"]
-        counts[verdict.decision.value] = counts.get(verdict.decision.value, 0) + 1
-        meta["rules"] = sorted(set(meta["rules"]).union(verdict.rule_ids))
-        meta["last"] = [*meta["last"][-(_LAST_VERDICTS - 1):],
-                        {"decision": verdict.decision.value, "kind": verdict.kind, "rules": verdict.rule_ids,
-                         "message": verdict.exchange_id}]
+        decision = verdict.decision.value
+        counts[decision] = counts.get(decision, 0) + 1
+        rule_ids = verdict.rule_ids
+        rules = meta["rules"]
+        if rule_ids and not set(rule_ids).issubset(rules):
+            meta["rules"] = rules = sorted(set(rules).union(rule_ids))
+        last = meta["last"]
+        if len(last) >= _LAST_VERDICTS:
+            del last[:len(last) - _LAST_VERDICTS + 1]
+        last.append({"decision": decision, "kind": verdict.kind, "rules": rule_ids, "message": verdict.exchange_id})
         meta["pack"] = verdict.pack
-        worst = next((d for d in (Decision.BLOCKED, Decision.SCRUBBED, Decision.FORWARDED) if counts.get(d.value)),
-                     Decision.FORWARDED)
-        meta["decision"] = worst.value
+        worst = "blocked" if counts.get("blocked") else "scrubbed" if counts.get("scrubbed") else "forwarded"
+        meta["decision"] = worst
         summary = ", ".join(f"{counts[d]} {d}" for d in ("blocked", "scrubbed", "forwarded") if counts.get(d))
-        flow.comment = f"telewarden: {worst.value.upper()} ({summary}) {' '.join(meta['rules'])}".rstrip()
-        if worst is not Decision.FORWARDED or meta["rules"]:
-            flow.marked = _MARKS.get(worst, ":warning:")
+        flow.comment = (f"telewarden: {worst.upper()} ({summary}) {' '.join(rules)}" if rules
+                        else f"telewarden: {worst.upper()} ({summary})")
+        if worst != "forwarded" or rules:
+            flow.marked = _WORST_MARKS[worst]
 
 
 def _stat_all(paths: set[Path]) -> dict[Path, tuple[int, int]]:

@@ -18,8 +18,11 @@
 - The digest key lives outside the trail's folder (`~/.config/telewarden/audit.key` by default):
   with the key, a guess ("customers") can be tested against a digest, so whoever gets a copy of
   the trail must not get the key. `verify` and `render` need no key.
-- `audit.log` is a convenience view written as records arrive; `audit render` regenerates it from
-  the chained JSONL, which is the record that counts.
+- `audit.log` is a convenience view of the same records; `audit render` regenerates it from the
+  chained JSONL, which is the record that counts. The live proxy renders it after the request went
+  on (`defer_human`: a batch per turn of its event loop, one write), never before the JSONL
+  record; when a trail is opened and its audit.log lags behind audit.jsonl (a crash between the
+  two), audit.log is regenerated from the chain, so the human view never loses a record either.
 """
 
 from __future__ import annotations
@@ -161,6 +164,11 @@ class AuditTrail:
         self.max_bytes = max_bytes
         self.key_path = key_path if key_path is not None else default_key_path()
         self._lock = threading.Lock()
+        # True: write() only queues the record for audit.log and flush_human() renders the queue
+        # (the addon calls it after the hook returned); False: rendered at once, as before.
+        self.defer_human = False
+        self._pending: list[dict[str, Any]] = []
+        self._closed = False
         if _inside(self.key_path, folder):
             raise AuditError(f"the digest key {self.key_path} must not be inside the audit folder {folder}: "
                              f"whoever gets a copy of the trail could test guesses against its digests")
@@ -175,6 +183,7 @@ class AuditTrail:
             raise AuditError(f"digest key {self.key_path}: cannot read or create it: {e.strerror or e}") from None
         try:
             self._seq, self._prev = self._recover()
+            self._catch_up_human()
             self._open()
         except OSError as e:
             raise AuditError(f"audit folder {folder} is not writable: {e.strerror}") from None
@@ -218,9 +227,45 @@ class AuditTrail:
             return self._seq, self._prev
         return seq, prev
 
+    def _catch_up_human(self) -> None:
+        """Regenerate audit.log from audit.jsonl when it lags behind: records were chained but not
+        yet rendered when the process died (the live proxy renders after forwarding), or a torn
+        tail's note was chained since. In step means one block per chained line (blocks end with
+        a blank line and hold none) and the last block is the view of the last record."""
+        jsonl, human = self.folder / JSONL, self.folder / HUMAN
+        try:
+            data = jsonl.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            shown = human.read_bytes()
+        except FileNotFoundError:
+            shown = b""
+        lines = data.count(b"\n")
+        if lines == 0 and not shown:
+            return
+        if lines and shown.count(b"\n\n") == lines:
+            try:
+                want = human_view(json.loads(data[data.rfind(b"\n", 0, len(data) - 1) + 1:]))
+            except ValueError:
+                want = None
+            if want is None or shown.endswith(want.encode()):
+                return
+        tmp = self.folder / f".{HUMAN}.{os.getpid()}.tmp"
+        with tmp.open("w", encoding="utf-8") as out:
+            render_file(jsonl, out)
+        os.chmod(tmp, 0o640)
+        os.replace(tmp, human)
+        log.warning(f"telewarden: {human} did not show every record of {jsonl} (the proxy stopped before "
+                    f"rendering its last records); regenerated it from the chain")
+
     def _chain(self, rec: dict[str, Any]) -> bytes:
         self._seq += 1
-        body = _dumps({"seq": self._seq, **rec, "prev": self._prev})
+        if rec and "seq" not in rec and "prev" not in rec and "hash" not in rec:
+            # the same text as _dumps({"seq": ..., **rec, "prev": ...}), without copying the record
+            body = f'{{"seq":{self._seq},{_dumps(rec)[1:-1]},"prev":"{self._prev}"}}'
+        else:
+            body = _dumps({"seq": self._seq, **rec, "prev": self._prev})
         digest = hashlib.sha256(body.encode()).hexdigest()
         self._prev = digest
         return f'{body[:-1]},"hash":"{digest}"}}\n'.encode()
@@ -244,12 +289,31 @@ class AuditTrail:
                 self._seq, self._prev = seq, prev  # the record is not in the chain
                 raise AuditError(f"cannot write the audit trail in {self.folder}: {e.strerror or e}") from None
             self.records += 1
-            try:
-                os.write(self._human, (render.block(rec) + "\n\n").encode())
-            except OSError as e:
-                log.error(f"telewarden: cannot write {self.folder / HUMAN}: {e.strerror} (audit.jsonl has the record)")
+            self._pending.append(rec)
+            if not self.defer_human:
+                self._flush_human()
+
+    def pending_human(self) -> int:
+        return len(self._pending)
+
+    def flush_human(self) -> None:
+        """Render the queued records into audit.log, one write. A failure is logged loudly but
+        does not stop traffic: audit.jsonl has the records (and the next start regenerates)."""
+        if self._pending:
+            with self._lock:
+                self._flush_human()
+
+    def _flush_human(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending or self._closed:
+            return
+        try:
+            os.write(self._human, "".join([render.block(r) + "\n\n" for r in pending]).encode())
+        except OSError as e:
+            log.error(f"telewarden: cannot write {self.folder / HUMAN}: {e.strerror} (audit.jsonl has the record)")
 
     def _rotate(self) -> None:
+        self._flush_human()  # the view of the records in the file being rotated goes with it
         os.close(self._jsonl)
         os.close(self._human)
         n = max((int(m.group(1)) for p in self.folder.iterdir() if (m := _ROTATED.match(p.name))), default=0) + 1
@@ -258,6 +322,11 @@ class AuditTrail:
         self._open()
 
     def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._flush_human()
+            self._closed = True
         for fd in (self._jsonl, self._human):
             try:
                 os.close(fd)
@@ -348,6 +417,36 @@ def verify(path: Path, anchor: str | None = None) -> tuple[int, str]:
                f"check later with --anchor {seq or 0}:{last}){note}{torn_note}")
 
 
+def human_view(rec: Any) -> str | None:
+    """A chained record as audit.log shows it (with its blank separator line), or None."""
+    if not isinstance(rec, dict):
+        return None
+    if "decision" in rec and isinstance(rec.get("findings"), list):
+        try:
+            return render.block(rec) + "\n\n"
+        except (KeyError, TypeError, AttributeError):
+            return f"(record seq {render.escape(rec.get('seq'))}: not a decision record this version can show)\n\n"
+    if "event" in rec:
+        return (f"(trail event, seq {render.escape(rec.get('seq'))}: {render.escape(rec['event'])}, "
+                f"{render.escape(rec.get('bytes', '?'))} bytes, {render.escape(rec.get('digest', ''))})\n\n")
+    return None
+
+
+def render_file(f: Path, out) -> None:
+    """The human view of one chain file's records, written to `out`."""
+    with f.open("rb") as fh:
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                break  # a torn last line: verify reports it
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            text = human_view(rec)
+            if text is not None:
+                out.write(text)
+
+
 def render_trail(path: Path, out) -> tuple[int, str]:
     """Write the human view of the chained records (audit.log as it should read) to `out`.
     Returns verify's (status, report): the view is only as good as the chain it came from."""
@@ -355,26 +454,7 @@ def render_trail(path: Path, out) -> tuple[int, str]:
     if status == 2:
         return status, report
     for f in _targets(path):
-        with f.open("rb") as fh:
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break  # a torn last line: verify reports it
-                try:
-                    rec = json.loads(raw)
-                except ValueError:
-                    continue
-                if not isinstance(rec, dict):
-                    continue
-                if "decision" in rec and isinstance(rec.get("findings"), list):
-                    try:
-                        out.write(render.block(rec) + "\n\n")
-                    except (KeyError, TypeError, AttributeError):
-                        out.write(f"(record seq {render.escape(rec.get('seq'))}: not a decision record this "
-                                  f"version can show)\n\n")
-                elif "event" in rec:
-                    out.write(f"(trail event, seq {render.escape(rec.get('seq'))}: {render.escape(rec['event'])}, "
-                              f"{render.escape(rec.get('bytes', '?'))} bytes, {render.escape(rec.get('digest', ''))})"
-                              f"\n\n")
+        render_file(f, out)
     return status, report
 
 

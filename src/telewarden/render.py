@@ -64,15 +64,25 @@ def shown_encoding(value: str) -> str:
     return f"(unregistered value, {len(value)} chars)"
 
 
+_SHOWN_ENCODING = re.compile(r"\(unregistered value, \d+ chars\)|[a-z0-9-]+(?:, [a-z0-9-]+)*")
+
+
 def _safe_text(text: str) -> str:
     """Body problems are written by the adapters; one of them names the Content-Encoding the
-    sender gave, which could be anything (`Content-Encoding: acme_customers`)."""
+    sender gave, which could be anything (`Content-Encoding: acme_customers`). A record keeps what
+    an adapter wrote through shown_encoding (registered tokens, or the unregistered value's
+    length) and ends there: a decoder's reason after it (`: not gzip data`) is left out (the
+    finding's rule already carries the decoder's code); anything else after "Content-Encoding "
+    is replaced by what shown_encoding makes of it."""
     m = _ENCODING_IN_TEXT.search(text)
     if m is None:
         return text
     value = m.group(2)
-    return text[: m.start(2)] + (value if value.startswith("(") and value.endswith(")") and
-                                  value[1:-1].replace(" ", "").isalpha() else shown_encoding(value))
+    shown = _SHOWN_ENCODING.match(value)
+    if shown is not None and (shown.end() == len(value) or value.startswith(": ", shown.end())) and (
+            value[0] == "(" or all(t in KNOWN_ENCODINGS for t in shown.group().split(", "))):
+        return text[: m.start(2) + shown.end()]
+    return text[: m.start(2)] + shown_encoding(value)
 
 
 # Control characters (C0, DEL, C1 incl. NEL), soft hyphen, Arabic letter mark, Mongolian vowel
@@ -106,10 +116,17 @@ def _destination(verdict: Verdict, ex: Exchange) -> str:
     return f"{ex.scheme}://{host}:{ex.port}{path}"
 
 
+_ISO_SECOND: list = [None, ""]  # the last whole second formatted: messages come many to a second
+
+
 def _iso(ts: float) -> str:
     """UTC ISO 8601 with milliseconds (cheaper than datetime on the per-message path)."""
     ts = ts or 0.0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+    second = int(ts // 1)
+    if _ISO_SECOND[0] != second:
+        _ISO_SECOND[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
+        _ISO_SECOND[0] = second
+    return f"{_ISO_SECOND[1]}.{int(ts * 1000) % 1000:03d}Z"
 
 
 def _label(rec: dict[str, Any]) -> str:
@@ -144,8 +161,7 @@ def _block(rec: dict[str, Any], values: list[tuple[str | None, Any]] | None, e) 
     for i, f in enumerate(rec["findings"]):
         lines.append(f"    {e(f['rule']):<36} {e(f['pointer'] or '(message)'):<34} {e(f['severity'])}")
         lines.append(f"        {e(f['message'])}")
-        lines.extend(textwrap.wrap(f'promise: "{e(f["promise"])}"', 96, initial_indent=" " * 8,
-                                   subsequent_indent=" " * 17))
+        lines.extend(_promise_lines(e(f["promise"])))
         tail = []
         if f.get("preview"):
             tail.append(f"value: {e(f['preview'])}" + (f" ({e(f['digest'])})" if f.get("digest") else ""))
@@ -162,6 +178,20 @@ def _block(rec: dict[str, Any], values: list[tuple[str | None, Any]] | None, e) 
     if rec.get("error") and rec["findings"] and rec["decision"] == Decision.BLOCKED:
         lines.append(f"    reason: {e(rec['error'])}")
     return "\n".join(lines), len(lines)
+
+
+_PROMISE_LINES: dict[str, list[str]] = {}
+
+
+def _promise_lines(promise: str) -> list[str]:
+    """The wrapped promise lines of a finding: a pack has a few promises, wrapped once each."""
+    lines = _PROMISE_LINES.get(promise)
+    if lines is None:
+        lines = textwrap.wrap(f'promise: "{promise}"', 96, initial_indent=" " * 8, subsequent_indent=" " * 17)
+        if len(_PROMISE_LINES) >= 256:
+            _PROMISE_LINES.clear()
+        _PROMISE_LINES[promise] = lines
+    return lines
 
 
 RAW_VALUES_BANNER = ("WARNING: --show-values: this report contains RAW VALUES from the messages (lines marked RAW): "

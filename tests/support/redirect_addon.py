@@ -13,7 +13,7 @@ from mitmproxy import connection, http
 
 TLS_PORT = int(os.environ["TELEWARDEN_TEST_UPSTREAM_PORT"])
 PLAIN_PORT = int(os.environ["TELEWARDEN_TEST_UPSTREAM_PLAIN_PORT"])
-NAMES = {"telemetry.hasura.io", "other.test", "127.0.0.1", "127.0.0.2"}
+NAMES = {"telemetry.hasura.io", "other.test", "127.0.0.1", "127.0.0.2", "telemetry.nextjs.org", "checkpoint.prisma.io"}
 
 
 def _target(host: str, port: int) -> tuple[str, int] | None:

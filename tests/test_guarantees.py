@@ -153,6 +153,49 @@ def test_console_urls_with_upper_case_names_or_swapped_placeholders_are_findings
         fixed == "/data/SOURCE_NAME/schema/SCHEMA_NAME/tables/TABLE_NAME/browse"
 
 
+def test_route_results_in_full():
+    # built inside the test (not at import), so a mutation of RouteSet's compilation is seen
+    rs = RouteSet("t", ["/", "/data/sql", "/data/{SOURCE_NAME|default|other}", "/a/(b|c)/d",
+                        "/data/{SOURCE_NAME|default}/schema/{SCHEMA_NAME}", "/data/x/schema/{SCHEMA_NAME}",
+                        "/p/{X}/{Y}", "/p/{Z}/{W}"])
+    def result(url):
+        r = rs.check(url)
+        return bool(r.ok), r.repaired, r.template, r.reason
+    assert result("/") == (True, None, "/", "")
+    assert result("/data/sql") == (True, None, "/data/sql", "")
+    assert result("/data/other") == (True, None, "/data/{SOURCE_NAME|default|other}", "")
+    assert result("/data/default") == (True, None, "/data/{SOURCE_NAME|default|other}", "")
+    assert result("/a/c/d") == (True, None, "/a/(b|c)/d", "")
+    assert result("/a/b/d") == (True, None, "/a/(b|c)/d", "")
+    assert result("/a/e/d") == (False, "/", "/", "unknown route")
+    assert result("/data/acme") == (False, "/data/SOURCE_NAME", "/data/{SOURCE_NAME|default|other}",
+                                     "names in variable segments")
+    assert result("/data/x/schema/public") == (False, "/data/x/schema/SCHEMA_NAME", "/data/x/schema/{SCHEMA_NAME}",
+                                                "names in variable segments")
+    assert result("/p/q/r") == (False, "/p/X/Y", "/p/{X}/{Y}", "names in variable segments")
+    assert result("/data/sql?table=acme") == (False, "/data/sql", "/data/sql", "query or fragment")
+    assert result("/data/sql#acme") == (False, "/data/sql", "/data/sql", "query or fragment")
+    assert result("/data/sql#a?b") == (False, "/data/sql", "/data/sql", "query or fragment")
+    assert result("/data/acme/gizmo/x") == (False, "/data/SOURCE_NAME", "/data/{SOURCE_NAME|default|other}",
+                                             "unknown route")
+    assert result("data/sql") == (False, "/", "/", "not an absolute path")
+    # no template for "/": an unknown path keeps nothing, and a template with variables does not make
+    # its literal part a route
+    bare = RouteSet("t", ["/a/{X}", "/b/c"])
+    assert (bool((r := bare.check("/zzz")).ok), r.repaired, r.template, r.reason) == (False, "/", None, "unknown route")
+    assert not bare.check("/a").ok and bare.check("/b/c").ok and bare.check("/a/X").ok
+    assert bare.check("/b/c/d").repaired == "/b/c"
+
+
+@pytest.mark.parametrize("bad", ["a", "/a/b{c", "/a/b}c", "/a/b(c", "/a/b)c", "/a/b|c", "/a/(b|c", "/a/{B"])
+def test_malformed_route_templates_name_the_template(bad):
+    from telewarden.routes import RouteError
+
+    with pytest.raises(RouteError, match="route template") as e:
+        RouteSet("t", [bad])
+    assert repr(bad) in str(e.value)
+
+
 # -- limits: exactly at the limit passes, one past it does not ----------------------------------
 
 def nested(depth: int) -> bytes:

@@ -62,6 +62,7 @@ class Telewarden:
         self.mode = Mode.SCRUB
         self.block_status = 403
         self.stream_limit: int | None = None  # stream_large_bodies, parsed once in configure
+        self.sink = False  # telewarden_sink, kept in step by configure
         self._watched: dict[Path, tuple[int, int]] = {}  # pack and schema files -> (mtime, size)
         self._watcher: asyncio.Task | None = None
         self._resolver: asyncio.Task | None = None
@@ -125,6 +126,8 @@ class Telewarden:
     def configure(self, updated: set[str]) -> None:
         if "stream_large_bodies" in updated:
             self.stream_limit = human.parse_size(ctx.options.stream_large_bodies)
+        if "telewarden_sink" in updated:  # read per message: an attribute, not an options lookup
+            self.sink = bool(ctx.options.telewarden_sink)
         if not updated.intersection(_OPTIONS):
             return
         self._configure(updated)
@@ -295,7 +298,7 @@ class Telewarden:
                 return
             flow.request.stream = False
             limit = self.stream_limit
-            if limit is None or (self.mode is Mode.AUDIT and not ctx.options.telewarden_sink):
+            if limit is None or (self.mode is Mode.AUDIT and not self.sink):
                 return
             length = flow.request.headers.get("content-length")
             if length is None or not length.isdigit() or int(length) > limit:
@@ -334,7 +337,7 @@ class Telewarden:
                 apply_to_request(flow.request, verdict.repaired)
         except Exception as e:  # noqa: BLE001 - fail closed
             verdict = self._failure(ex, e)
-        if ctx.options.telewarden_sink and verdict.decision is not Decision.BLOCKED:
+        if self.sink and verdict.decision is not Decision.BLOCKED:
             verdict.sunk = True
         self._record(verdict, ex, flow)
         if verdict.decision is Decision.BLOCKED:

@@ -136,8 +136,11 @@ def _move_key_out(folder: Path, key_path: Path) -> None:
                 f"the folder was shared, delete {key_path} to start a new key (older digests then stop correlating)")
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps with arguments builds one per call
+
+
 def _dumps(rec: dict[str, Any]) -> str:
-    return json.dumps(rec, separators=(",", ":"))
+    return _ENCODER.encode(rec)
 
 
 def record_hash(rec: dict[str, Any]) -> str:

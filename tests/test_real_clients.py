@@ -117,6 +117,15 @@ def settle(upstream, proxy, count: int, timeout: float = 60.0) -> None:
     time.sleep(0.5)
 
 
+def dump(received, name: str) -> None:
+    """TELEWARDEN_REALCLIENTS_DUMP=DIR: keep what reached the upstream (the examples are made from it)."""
+    folder = os.environ.get("TELEWARDEN_REALCLIENTS_DUMP")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{name}.json").write_text(json.dumps(
+            [{"method": r.method, "path": r.path, "headers": r.headers, "body": r.body.decode()} for r in received], indent=1))
+
+
 # -- Next.js ---------------------------------------------------------------------------------------
 
 def test_next_build_clean_default_app_passes_without_a_finding(clients, start_proxy, upstream, tmp_path):
@@ -134,7 +143,7 @@ def test_next_build_clean_default_app_passes_without_a_finding(clients, start_pr
     names = {e["eventName"] for e in events}
     assert {"NEXT_CLI_SESSION_STARTED", "NEXT_PACKAGE_DETECTED", "NEXT_BUILD_COMPLETED", "NEXT_BUILD_OPTIMIZED",
             "NEXT_BUILD_FEATURE_USAGE"} <= names, names
-    (tmp_path / "received.json").write_text(json.dumps([r.json() for r in got]))  # fixtures are made from these
+    dump(got, "nextjs-build")
     print(f"next build: {len(recs)} messages, {len(events)} events judged, all forwarded unchanged")
 
 
@@ -194,7 +203,7 @@ def test_prisma_debug_clean_passes_without_a_finding(clients, start_proxy, upstr
     assert not recs[0].get("findings")
     [query] = checkpoints(upstream)
     assert query["command"] == ["debug"] and query["signature"][0]
-    (tmp_path / "received.txt").write_text(upstream.requests()[0].path)
+    dump(upstream.requests(), "prisma-debug")
     print(f"prisma debug: 1 message judged, forwarded unchanged: {upstream.requests()[0].path[:80]}...")
 
 

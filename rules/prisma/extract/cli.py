@@ -4,6 +4,8 @@
     rules/prisma/cli-commands.yaml and rules/prisma/cli-flags.yaml)
 
 Commands: the nested `X: Y.new({...})` map passed to `CLI.new(...)` in packages/cli/src/bin.ts.
+Also (merged by hand the same way): packages/cli/src/platform/<namespace>/<command>.ts file names
+(5.7.0+, `index` excluded) and the `name: new SubCommand(...)` entries of bin.ts.
 Flags: every `'--flag': Type` / `'-f': '--flag'` key of an `arg(...)` spec in packages/cli/src and
 packages/migrate/src (tests excluded). One tag per minor release, 2.0.0 .. 7.9.0 (final releases).
 """

@@ -261,8 +261,9 @@ def main() -> None:
                       f"(rounds: {', '.join(f'{x:,.0f}' for x in rates)})")
             ratio = statistics.mean(results["telewarden"][0]) / statistics.mean(results["mitmdump"][0])
             per_round = [t / m for t, m in zip(results["telewarden"][0], results["mitmdump"][0])]
-            print(f"{proto:<5} ratio telewarden/mitmdump throughput: {ratio:.3f}  (per round {min(per_round):.3f}-"
-                  f"{max(per_round):.3f}: {', '.join(f'{x:.3f}' for x in per_round)})")
+            print(f"{proto:<5} ratio telewarden/mitmdump throughput: {ratio:.3f}  (per round: median "
+                  f"{statistics.median(per_round):.3f}, {min(per_round):.3f}-{max(per_round):.3f}: "
+                  f"{', '.join(f'{x:.3f}' for x in per_round)})")
             print(f"{proto:<5} latency added by telewarden: p50 {(pct['telewarden'][0] - pct['mitmdump'][0]) * 1e3:+.0f} us"
                   f", p99 {(pct['telewarden'][1] - pct['mitmdump'][1]) * 1e3:+.0f} us "
                   f"({args.connections} connections in flight: a request's latency includes the others' service)")

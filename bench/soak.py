@@ -7,7 +7,8 @@ client sending console frames) runs against `telewarden run` in reverse mode in 
 upstream that judges every body it receives. Every 10 s it samples the proxy's RSS. At the end it
 prints: messages sent and answered, audit records, upstream arrivals, violations that reached the
 upstream (must be 0), unaudited messages (must be 0), RSS first vs last minute, and whether the
-trail verifies. Only 127.0.0.1 is contacted; the run stops by itself.
+trail verifies, and that audit.log (rendered after forwarding) shows every chained record.
+Only 127.0.0.1 is contacted; the run stops by itself.
 """
 
 from __future__ import annotations
@@ -179,6 +180,11 @@ def main() -> None:
     print(f"proxy RSS: first minute {sum(first) / len(first):.0f} MB, last minute {sum(last) / len(last):.0f} MB, "
           f"samples {', '.join(f'{m:.0f}' for _, m in samples)}")
     print(f"audit trail: {report}")
+    # audit.log is rendered after forwarding: after a clean stop it must show every chained line
+    shown = sum(f.read_text().count("\n\n") for f in audit.glob("audit.log*"))
+    chained = sum(f.read_text().count("\n") for f in audit.glob("audit.jsonl*"))
+    print(f"audit.log: {shown:,} blocks for {chained:,} chained records"
+          + ("" if shown == chained else "  <-- MISSING from the human view"))
 
 
 if __name__ == "__main__":

@@ -234,3 +234,15 @@ def test_prisma_checkpoint_disable_sends_nothing(clients, start_proxy, upstream,
     out = subprocess.run([str(BIN / "telewarden"), "check", "--expect-no-telemetry", "prisma", str(flows)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_prisma_through_sink_is_answered_in_the_vendors_shape(clients, start_proxy, upstream, tmp_path):
+    """--sink: judged and recorded, answered by telewarden with the pack's `respond:`, never sent."""
+    proxy = reverse_proxy(start_proxy, PRISMA_HOST, "scrub", ["--sink"])
+    upstream.clear()
+    out = prisma(tmp_path, clients, ["debug"], node_env(proxy, PRISMA_HOST))
+    assert out.returncode == 0, out.stderr[-2000:]
+    settle(upstream, proxy, 1)
+    recs = proxy.decisions()
+    assert len(recs) == 1 and recs[0]["decision"] == "forwarded" and recs[0]["sunk"] is True, recs
+    assert upstream.requests() == []

@@ -133,6 +133,7 @@ class Endpoint:
     header_rules: dict[str, list[Rule]]
     forbid_query: bool
     message: str = "body"  # "query": the message is the query string, parsed into a JSON object
+    respond: dict | None = None  # `respond: {status, headers, body}`: what --sink answers, in the vendor's shape
 
 
 @dataclass(slots=True)
@@ -300,7 +301,7 @@ class _Compiler:
                 id=e["id"], transport=Transport(e["transport"]), paths=frozenset(e["paths"]),
                 methods=frozenset(e.get("methods") or (["GET"] if e["transport"] == "websocket" else ["POST"])),
                 header_allow=frozenset(allow) if allow is not None else None,
-                header_rules=header_rules, message=e.get("message", "body"),
+                header_rules=header_rules, message=e.get("message", "body"), respond=e.get("respond"),
                 forbid_query=e.get("query", "forbid") == "forbid" and e.get("message") != "query"))
 
         kinds = [self._kind(k, endpoint_ids) for k in d["kinds"]]

@@ -220,6 +220,54 @@ def test_depth_limit_is_exact(max_depth):
         strictjson.loads(b'{"a":' * (max_depth + 1) + b"1" + b"}" * (max_depth + 1), **lim)
 
 
+def test_depth_counts_escapes_and_closing_brackets(max_depth=64):
+    lim = {"max_bytes": 1 << 20, "max_depth": max_depth}
+    # an escaped quote does not end a string: the brackets after it are text
+    assert strictjson.loads(b'["\\"' + b"[{" * max_depth + b'"]', **lim)[0].startswith('"[{')
+    # an escaped backslash does not escape the quote after it: the brackets after the string count
+    with pytest.raises(strictjson.StrictJSONError, match="nesting deeper than 64"):
+        strictjson.loads(b'["a\\\\",' + nested(max_depth) + b"]", **lim)
+    # a closing bracket takes one level off, not more, not back to the top
+    with pytest.raises(strictjson.StrictJSONError, match="nesting deeper than 64"):
+        strictjson.loads(b"[" * 10 + b"[]," + nested(max_depth - 5) + b"]" * 10, **lim)
+    assert strictjson.loads(b"[" * 10 + b"[]," + nested(max_depth - 10) + b"]" * 10, **lim) is not None
+
+
+def test_nesting_python_cannot_parse_is_too_deep_not_an_internal_error():
+    with pytest.raises(strictjson.StrictJSONError) as e:
+        strictjson.loads(nested(200_000), max_bytes=1 << 20, max_depth=1 << 30)
+    assert (e.value.code, str(e.value)) == ("too-deep", "nesting too deep to parse")
+
+
+@pytest.mark.parametrize("body,code,message", [
+    (b'{"a":1,"a":2}', "duplicate-key", "an object holds the same key twice: parsers disagree on its value"),
+    (b"[1e999]", "number-out-of-range", "a number overflows a double"),
+    (b"[9223372036854775808]", "number-out-of-range", "an integer does not fit in 64 bits: parsers disagree on it"),
+    (b"[NaN]", "invalid-json", "NaN is not JSON"),
+    (b"[Infinity]", "invalid-json", "Infinity is not JSON"),
+    (b"x" * 11, "too-large", "body of 11 bytes exceeds the limit of 10"),
+    (b'["\xff"]', "not-utf8", "body is not UTF-8 (byte 2)"),
+    (b"\xef\xbb\xbf[1]", "not-utf8", "body starts with a byte-order mark"),
+    (b"[[[[1]]]]", "too-deep", "nesting deeper than 3"),
+    (b'{"a":', "invalid-json", "not JSON: Expecting value at line 1 column 6"),
+    (b'["a\\u0000b"]', "nul-in-string", "a string holds a NUL character: parsers disagree where it ends"),
+    (b'["\\ud800"]', "lone-surrogate", "string holds a lone UTF-16 surrogate"),
+    (b'{"\\udc00":1}', "lone-surrogate", "string holds a lone UTF-16 surrogate"),
+])
+def test_strict_json_errors_have_their_code_and_exact_text(body, code, message):
+    # the text is what records and the 403 say; none of it comes from the body
+    with pytest.raises(strictjson.StrictJSONError) as e:
+        strictjson.loads(body, max_bytes=10 if code == "too-large" else 1 << 20, max_depth=3)
+    assert (e.value.code, str(e.value)) == (code, message)
+
+
+def test_dumps_is_compact_utf8_and_refuses_what_json_cannot_hold():
+    assert strictjson.dumps({"a": ["é", 1, None], "b": "\u2028"}) == '{"a":["é",1,null],"b":"\u2028"}'.encode()
+    for bad in (float("nan"), float("inf"), [float("-inf")]):
+        with pytest.raises(ValueError):
+            strictjson.dumps(bad)
+
+
 def test_default_depth_limit_of_the_engine_is_64(engine):
     assert Limits().max_depth == 64
     def rules(body):

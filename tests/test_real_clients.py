@@ -181,6 +181,11 @@ def test_next_telemetry_disabled_sends_nothing(clients, start_proxy, upstream, t
     out = subprocess.run([str(BIN / "telewarden"), "check", "--expect-no-telemetry", "nextjs", str(flows)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+    # the same gate fails on a recording that holds Next.js telemetry
+    demo = ROOT / "examples" / "flows" / "nextjs-prisma-demo.mitm"
+    out = subprocess.run([str(BIN / "telewarden"), "check", "--expect-no-telemetry", "nextjs", str(demo)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stdout + out.stderr
 
 
 # -- Prisma ----------------------------------------------------------------------------------------
@@ -234,6 +239,10 @@ def test_prisma_checkpoint_disable_sends_nothing(clients, start_proxy, upstream,
     out = subprocess.run([str(BIN / "telewarden"), "check", "--expect-no-telemetry", "prisma", str(flows)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+    demo = ROOT / "examples" / "flows" / "nextjs-prisma-demo.mitm"
+    out = subprocess.run([str(BIN / "telewarden"), "check", "--expect-no-telemetry", "prisma", str(demo)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stdout + out.stderr
 
 
 def test_prisma_through_sink_is_answered_in_the_vendors_shape(clients, start_proxy, upstream, tmp_path):

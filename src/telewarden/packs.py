@@ -106,7 +106,7 @@ class Batch:
     at: Pointer
     drop: bool  # scrub drops an event it cannot repair (else the whole message is blocked)
     kinds: list["Kind"] = field(default_factory=list)
-    # When every event kind is chosen by strings at one same pointer (`when: {/eventName: [...]}`),
+    # When every event kind is chosen by strings at one same pointer (`when: {/type: [...]}`),
     # (pointer, {value: first kind}): one dict look-up per event instead of trying each kind.
     index: tuple[Pointer, dict[str, "Kind"]] | None = None
 

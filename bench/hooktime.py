@@ -5,7 +5,9 @@
 Load it after telewarden. It wraps every hook of the telewarden addon and of its transport guard
 with a thread-CPU-time counter and, every 0.2 s, writes the running totals (per hook, and the
 process's user+system CPU at the same instant) as JSON to $TELEWARDEN_HOOKTIME. A reader takes two
-snapshots around a measuring window: the share is d(hook ns) / d(process ns). Garbage collection
+snapshots around a measuring window: the share is d(hook ns) / d(process ns). Keys `part.*` are
+parts inside the hooks (already counted in them); `after.*` runs outside the hooks (audit.log
+rendered after forwarding) and is telewarden's too. Garbage collection
 is timed too (gc.callbacks), wherever it happens: it can also be loaded into a plain mitmdump. The wrapper's own
 two clock reads (~0.2 us per hook call) are counted in the hooks, so the share errs high.
 """
@@ -43,6 +45,23 @@ class HookTime:
             self.gc_runs[info["generation"]] += 1
 
     def running(self) -> None:
+        tw = ctx.master.addons.get("telewarden")
+        if tw is not None:  # parts inside the hooks ("of which"), and the audit.log rendering after them
+            namespace = type(tw).request.__globals__  # the script's module (not in sys.modules)
+            for fn_name in ("candidate_hosts", "http_exchange", "websocket_exchange", "record"):
+                fn = namespace.get(fn_name)
+                if fn is not None and not getattr(fn, "_hooktime", False):
+                    namespace[fn_name] = self._wrap(f"part.{fn_name}", fn)
+            if tw.engine is not None:
+                tw.engine.inspect = self._wrap("part.Engine.inspect", tw.engine.inspect)
+            if tw.trail is not None:
+                tw.trail.write = self._wrap("part.AuditTrail.write", tw.trail.write)
+                if hasattr(tw.trail, "flush_human"):
+                    tw.trail.flush_human = self._wrap("after.AuditTrail.flush_human", tw.trail.flush_human)
+            for method in ("_annotate", "_record"):
+                fn = getattr(tw, method, None)
+                if fn is not None:
+                    setattr(tw, method, self._wrap(f"part.{method}", fn))
         for name in ("telewarden", "telewarden_transport"):
             addon = ctx.master.addons.get(name)
             if addon is None:

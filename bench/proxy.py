@@ -127,7 +127,8 @@ def hook_share(before: dict | None, after: dict | None) -> tuple[float, dict[str
     cpu = after["process_ns"] - before["process_ns"]
     per = {k: (v - before["ns"].get(k, 0)) / cpu for k, v in after["ns"].items()}
     calls = {k: v - before["calls"].get(k, 0) for k, v in after["calls"].items()}
-    return sum(per.values()), per, calls, (after["gc_ns"] - before["gc_ns"]) / cpu
+    own = sum(v for k, v in per.items() if not k.startswith("part."))  # parts are inside the hooks
+    return own, per, calls, (after["gc_ns"] - before["gc_ns"]) / cpu
 
 
 def loadavg() -> str:
@@ -269,10 +270,16 @@ def main() -> None:
                   f"({args.connections} connections in flight: a request's latency includes the others' service)")
             if shares:
                 top = sorted(per_hook.items(), key=lambda kv: -kv[1])
-                print(f"{proto:<5} telewarden hooks: {statistics.mean(shares) * 100:.2f}% of proxy CPU "
+                print(f"{proto:<5} telewarden hooks (and audit.log rendered after them): "
+                      f"{statistics.mean(shares) * 100:.2f}% of proxy CPU "
                       f"(per round {', '.join(f'{x * 100:.2f}' for x in shares)}); "
                       + ", ".join(f"{k.split('.', 1)[1]} {v * 100:.2f}% ({hook_calls.get(k, 0):,} calls)"
-                                  for k, v in top if v > 0.0001))
+                                  for k, v in top if v > 0.0001 and not k.startswith("part.")))
+                parts = [(k, v) for k, v in top if k.startswith("part.") and v > 0.0001]
+                if parts:
+                    print(f"{proto:<5}   of which: " + ", ".join(
+                        f"{k.split('.', 1)[1]} {v * 100:.2f}% ({statistics.mean([0]) + v * 100 / max(statistics.mean(shares) * 100, 1e-9) * 100:.0f}% of it, "
+                        f"{hook_calls.get(k, 0):,} calls)" for k, v in parts))
                 print(f"{proto:<5} garbage collection: "
                       + ", ".join(f"{name} {statistics.mean(g) * 100:.2f}%" for name, g in gc_shares.items() if g)
                       + " of proxy CPU")

@@ -61,6 +61,11 @@ if ! "$venv/bin/python" -c "import mutmut" 2>/dev/null; then
   "$venv/bin/python" -m pip install -q "mutmut==$mutmut_version" >&2
 fi
 
+# tests that run the command line find it next to their interpreter (sys.executable)
+for tool in telewarden mitmdump; do
+  [ -e "$venv/bin/$tool" ] || ln -s "$here/.venv/bin/$tool" "$venv/bin/$tool"
+done
+
 summary=$work/scores.txt
 : > "$summary"
 for mod in "${mods[@]}"; do

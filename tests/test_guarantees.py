@@ -160,7 +160,7 @@ def test_route_results_in_full():
                         "/p/{X}/{Y}", "/p/{Z}/{W}"])
     def result(url):
         r = rs.check(url)
-        return bool(r.ok), r.repaired, r.template, r.reason
+        return r.ok, r.repaired, r.template, r.reason
     assert result("/") == (True, None, "/", "")
     assert result("/data/sql") == (True, None, "/data/sql", "")
     assert result("/data/other") == (True, None, "/data/{SOURCE_NAME|default|other}", "")
@@ -176,15 +176,18 @@ def test_route_results_in_full():
     assert result("/data/sql?table=acme") == (False, "/data/sql", "/data/sql", "query or fragment")
     assert result("/data/sql#acme") == (False, "/data/sql", "/data/sql", "query or fragment")
     assert result("/data/sql#a?b") == (False, "/data/sql", "/data/sql", "query or fragment")
+    assert result("/data/sql?a?b#c#d") == (False, "/data/sql", "/data/sql", "query or fragment")
     assert result("/data/acme/gizmo/x") == (False, "/data/SOURCE_NAME", "/data/{SOURCE_NAME|default|other}",
                                              "unknown route")
     assert result("data/sql") == (False, "/", "/", "not an absolute path")
     # no template for "/": an unknown path keeps nothing, and a template with variables does not make
     # its literal part a route
     bare = RouteSet("t", ["/a/{X}", "/b/c"])
-    assert (bool((r := bare.check("/zzz")).ok), r.repaired, r.template, r.reason) == (False, "/", None, "unknown route")
+    assert ((r := bare.check("/zzz")).ok, r.repaired, r.template, r.reason) == (False, "/", None, "unknown route")
     assert not bare.check("/a").ok and bare.check("/b/c").ok and bare.check("/a/X").ok
     assert bare.check("/b/c/d").repaired == "/b/c"
+    # any character but {}()| makes a literal segment, capitals included
+    assert RouteSet("t", ["/X/Xy-z_1.x"]).check("/X/Xy-z_1.x").ok
 
 
 @pytest.mark.parametrize("bad", ["a", "/a/b{c", "/a/b}c", "/a/b(c", "/a/b)c", "/a/b|c", "/a/(b|c", "/a/{B"])

@@ -255,3 +255,27 @@ def test_prisma_through_sink_is_answered_in_the_vendors_shape(clients, start_pro
     recs = proxy.decisions()
     assert len(recs) == 1 and recs[0]["decision"] == "forwarded" and recs[0]["sunk"] is True, recs
     assert upstream.requests() == []
+
+
+def test_one_proxy_two_vendors_the_readme_recipe(clients, start_proxy, upstream, tmp_path):
+    """The README's recipe: one `telewarden run`, one reverse listener per vendor; real Node fetch
+    (undici, as Next.js sends) and the real Prisma checkpoint, each resolved to its own listener."""
+    from support.harness import free_port
+
+    second = free_port()
+    proxy = start_proxy("scrub", ["--mode", f"reverse:https://{NEXT_HOST}/", "--mode",
+                                  f"reverse:https://{PRISMA_HOST}/@127.0.0.1:{second}", "--set", "ssl_insecure=true"])
+    upstream.clear()
+    env = node_env(proxy, NEXT_HOST)
+    env["TELEWARDEN_PRELOAD_HOSTS"] += f",{PRISMA_HOST}=127.0.0.1:{second}"
+    body = (ROOT / "examples" / "payloads" / "nextjs" / "nextjs-15.5-build-type-check.json").read_text()
+    post = ("fetch('https://telemetry.nextjs.org/api/v1/record', {method: 'POST', body: process.argv[1], "
+            "headers: {'content-type': 'application/json'}}).then(r => process.exit(r.ok ? 0 : 1))")
+    out = subprocess.run(["node", "-e", post, body], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert prisma(tmp_path, clients, ["debug"], env).returncode == 0
+    settle(upstream, proxy, 2)
+    recs = proxy.decisions()
+    assert sorted((r["pack"], r["decision"]) for r in recs) == [("nextjs", "forwarded"), ("prisma", "forwarded")], recs
+    assert not any(r.get("findings") for r in recs)
+    assert sorted(r.path.split("?")[0] for r in upstream.requests()) == ["/api/v1/record", "/v1/check/prisma"]

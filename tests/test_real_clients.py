@@ -64,13 +64,23 @@ def reverse_proxy(start_proxy, host: str, mode: str = "scrub", extra: list[str] 
     return start_proxy(mode, ["--mode", f"reverse:https://{host}/", "--set", "ssl_insecure=true", *(extra or [])])
 
 
-def tiny_app(folder: Path, clients: Path, deps: dict[str, str] | None = None) -> Path:
+NEXT_INSTALLS = {"15.5.29": "next", "16.0.3": "next16"}  # version -> folder in the cache (setup.sh)
+
+
+def tiny_app(folder: Path, clients: Path, deps: dict[str, str] | None = None, version: str = "15.5.29") -> Path:
     app = folder / "app"
     (app / "app").mkdir(parents=True)
     pkg = {"name": "tiny", "version": "1.0.0", "private": True,  # no "type": "commonjs": next build breaks on it
-           "dependencies": {"next": "15.5.29", "react": "19", "react-dom": "19", **(deps or {})}}
+           "dependencies": {"next": version, "react": "19", "react-dom": "19", **(deps or {})}}
     (app / "package.json").write_text(json.dumps(pkg))
-    (app / "node_modules").symlink_to(clients / "next" / "node_modules")
+    modules = clients / NEXT_INSTALLS[version] / "node_modules"
+    if not (modules / "next").is_dir():
+        pytest.skip(f"next@{version} is not installed in {clients} (tests/real_clients/setup.sh)")
+    # a hard-linked copy (fast, same file system), not a symlink: Turbopack (16.x builds) refuses a
+    # node_modules that points out of the project; a plain copy where links cannot be made
+    if subprocess.run(["cp", "-al", str(modules), str(app / "node_modules")], capture_output=True).returncode != 0:
+        shutil.rmtree(app / "node_modules", ignore_errors=True)
+        shutil.copytree(modules, app / "node_modules", symlinks=True)
     (app / "app" / "layout.js").write_text(
         "export default function RootLayout({ children }) { return <html lang=\"en\"><body>{children}</body></html> }\n")
     (app / "app" / "page.js").write_text("export default function Page() { return <p>hello</p> }\n")
@@ -128,10 +138,11 @@ def dump(received, name: str) -> None:
 
 # -- Next.js ---------------------------------------------------------------------------------------
 
-def test_next_build_clean_default_app_passes_without_a_finding(clients, start_proxy, upstream, tmp_path):
+@pytest.mark.parametrize("version", sorted(NEXT_INSTALLS))
+def test_next_build_clean_default_app_passes_without_a_finding(clients, start_proxy, upstream, tmp_path, version):
     proxy = reverse_proxy(start_proxy, NEXT_HOST)
     upstream.clear()
-    app = tiny_app(tmp_path, clients)
+    app = tiny_app(tmp_path, clients, version=version)
     next_build(app, node_env(proxy, NEXT_HOST))
     settle(upstream, proxy, 1)
     recs = proxy.decisions()
@@ -143,8 +154,8 @@ def test_next_build_clean_default_app_passes_without_a_finding(clients, start_pr
     names = {e["eventName"] for e in events}
     assert {"NEXT_CLI_SESSION_STARTED", "NEXT_PACKAGE_DETECTED", "NEXT_BUILD_COMPLETED", "NEXT_BUILD_OPTIMIZED",
             "NEXT_BUILD_FEATURE_USAGE"} <= names, names
-    dump(got, "nextjs-build")
-    print(f"next build: {len(recs)} messages, {len(events)} events judged, all forwarded unchanged")
+    dump(got, f"nextjs-{version}-build")
+    print(f"next@{version} build: {len(recs)} messages, {len(events)} events judged, all forwarded unchanged")
 
 
 def test_next_build_leaking_dependencies_is_scrubbed_event_by_event(clients, start_proxy, upstream, tmp_path):

@@ -5,6 +5,7 @@
 set -euo pipefail
 cache=${TELEWARDEN_REALCLIENTS:-$HOME/.cache/telewarden-realclients}
 NEXT_VERSION=${TELEWARDEN_NEXT_VERSION:-15.5.29}
+NEXT16_VERSION=${TELEWARDEN_NEXT16_VERSION:-16.0.3}  # the next generation: Turbopack builds by default
 PRISMA_VERSION=${TELEWARDEN_PRISMA_VERSION:-6.19.3}
 if ! command -v npm >/dev/null 2>&1; then
   echo "real clients: npm not found, skipping the install (the real-client tests will skip)" >&2
@@ -21,5 +22,6 @@ install() {  # folder, stamp, packages...
   touch "$dir/$stamp"
 }
 install "$cache/next" ".installed-$NEXT_VERSION" "next@$NEXT_VERSION" react@19 react-dom@19
+install "$cache/next16" ".installed-$NEXT16_VERSION" "next@$NEXT16_VERSION" react@19 react-dom@19
 install "$cache/prisma" ".installed-$PRISMA_VERSION" "prisma@$PRISMA_VERSION"
 echo "$cache"

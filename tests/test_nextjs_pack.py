@@ -178,3 +178,13 @@ def test_query_and_other_paths_are_findings(eng):
     assert [f.rule for f in eng.inspect(ex, Mode.SCRUB).findings] == ["nextjs.query"]
     ex = Exchange(Transport.HTTP, "POST", (HOST,), 443, "/api/v2/record", "", NODE_HEADERS, body)
     assert eng.inspect(ex, Mode.SCRUB).decision is Decision.BLOCKED
+
+
+def test_an_event_that_is_not_an_object_is_one_dropped_event(eng):
+    body = copy.deepcopy(PAYLOADS["nextjs-15.5-build-packages"])
+    body["events"][1:1] = ["jane@acme.com", [1, 2], None]
+    v = eng.inspect(record(body), Mode.SCRUB)
+    assert [(f.rule, f.pointer, f.repair) for f in v.findings] == [
+        ("nextjs.kind.unknown", f"/events/{i}", "the event is dropped") for i in (1, 2, 3)]
+    assert json.loads(v.repaired.body)["events"] == PAYLOADS["nextjs-15.5-build-packages"]["events"]
+    assert "jane" not in json.dumps([f.to_dict() for f in v.findings])

@@ -148,3 +148,12 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=
 @given(st.dictionaries(TEXT.filter(bool), st.one_of(TEXT, st.lists(TEXT, min_size=2, max_size=3)), max_size=6))
 def test_encode_then_parse_round_trips(doc):
     assert parse_query(encode_query(doc)) == doc
+
+
+def test_a_query_messages_size_is_its_querys(eng):
+    q = PAYLOADS["prisma-g4-6.19-debug"]
+    v = eng.inspect(check(q), Mode.SCRUB)
+    assert v.size_in == v.size_out == len(q.partition("?")[2])
+    case = next(c for c in VIOLATIONS if c["name"] == "prisma-information-free-text-6.19")
+    v = eng.inspect(check("/v1/check/prisma?" + case["query"]), Mode.SCRUB)
+    assert v.size_in == len(case["query"]) and v.size_out == len(v.repaired.query)

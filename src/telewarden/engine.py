@@ -102,9 +102,10 @@ class Engine:
                 verdict.decision = Decision.BLOCKED
             else:
                 self._scrub(pack, ex, verdict, work, doc)
-        verdict.size_in = len(ex.body)
+        # a query-string message's size is its query's
+        verdict.size_in = len(ex.query) if work.query_message else len(ex.body)
         if verdict.size_out == 0 and verdict.decision is not Decision.BLOCKED:
-            verdict.size_out = len(ex.body)
+            verdict.size_out = verdict.size_in
         verdict.micros = (time.perf_counter_ns() - t0) // 1000
         return verdict
 

@@ -26,6 +26,21 @@ _MEMO_MAX = 4096
 _NORMALIZED: dict[str | None, str | None] = {}
 _HOSTS: dict[tuple, tuple[str, ...]] = {}
 _ADDRESS: dict[str, bool] = {}
+_TARGETS: dict[str, tuple[str, str, str | None]] = {}  # raw target -> (path, query, target problem)
+
+
+def _target(raw: str) -> tuple[str, str, str | None]:
+    """normalize_path and target_problem of a request target, memoised (telemetry targets repeat)."""
+    try:
+        return _TARGETS[raw]
+    except KeyError:
+        path, query = normalize_path(raw)
+        found = (path, query, target_problem(raw, path))
+        if len(raw) <= 512:  # a long target is unusual: not worth keeping
+            if len(_TARGETS) >= _MEMO_MAX:
+                _TARGETS.clear()
+            _TARGETS[raw] = found
+        return found
 
 
 def _norm(name: str | None) -> str | None:
@@ -108,13 +123,13 @@ def http_exchange(flow: http.HTTPFlow, max_body: int = DEFAULT_MAX_BODY, asked: 
     if data.trailers:
         headers += tuple((f"trailer:{k}", v) for k, v in data.trailers.items(multi=True))
     target = req.path
-    path, query = normalize_path(target)
+    path, query, problem_in_target = _target(target)
     return Exchange(
         transport=Transport.HTTP, method=req.method.upper(),
         hosts=hosts if hosts is not None else candidate_hosts(flow, asked),
         port=req.port, path=path, query=query, headers=headers,
         body=body, body_problem=problem, scheme=req.scheme, timestamp=data.timestamp_start or 0.0,
-        target_problem=target_problem(target, path), raw_target=target, sent_names=sent_names(flow),
+        target_problem=problem_in_target, raw_target=target, sent_names=sent_names(flow),
         connected=connected_names(flow, asked))
 
 
@@ -158,7 +173,7 @@ def sent_names(flow: http.HTTPFlow) -> tuple[tuple[str, str], ...]:
 def websocket_exchange(flow: http.HTTPFlow, content: bytes, is_text: bool, timestamp: float,
                        asked: str | None = None, hosts: tuple[str, ...] | None = None) -> Exchange:
     req = flow.request
-    path, query = normalize_path(req.path)
+    path, query, _ = _target(req.path)
     return Exchange(
         transport=Transport.WEBSOCKET, method="WS", hosts=hosts if hosts is not None else candidate_hosts(flow, asked),
         port=req.port, path=path, query=query, body=content, frame_is_text=is_text,

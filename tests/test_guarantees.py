@@ -232,8 +232,8 @@ def test_depth_counts_escapes_and_closing_brackets(max_depth=64):
         strictjson.loads(b'["a\\\\",' + nested(max_depth) + b"]", **lim)
     # a closing bracket takes one level off, not more, not back to the top
     with pytest.raises(strictjson.StrictJSONError, match="nesting deeper than 64"):
-        strictjson.loads(b"[" * 10 + b"[]," + nested(max_depth - 5) + b"]" * 10, **lim)
-    assert strictjson.loads(b"[" * 10 + b"[]," + nested(max_depth - 10) + b"]" * 10, **lim) is not None
+        strictjson.loads(b"[" * 10 + b"[]," * 10 + nested(max_depth - 9) + b"]" * 10, **lim)
+    assert strictjson.loads(b"[" * 10 + b"[]," * 10 + nested(max_depth - 10) + b"]" * 10, **lim) is not None
 
 
 def test_nesting_python_cannot_parse_is_too_deep_not_an_internal_error():

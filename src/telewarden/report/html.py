@@ -67,7 +67,7 @@ def hw(value: Any) -> str:
 
 def render_html(ledger: Ledger) -> str:
     t = ledger.totals()
-    rows = [r for p in ledger.packs.values() for r in p.promises.values() if not r.key.startswith(OWN)]
+    rows = [r for p in ledger.packs.values() if p.messages for r in p.promises.values() if not r.key.startswith(OWN)]
     broken = sum(r.status == "broken" for r in rows)
     kept = sum(r.status == "kept" for r in rows)
     unseen = sum(r.status == "not seen" for r in rows)
@@ -109,8 +109,13 @@ def render_html(ledger: Ledger) -> str:
                  f"from {h(iso(first))} to {h(iso(last))}.</p>")
     parts.append("<h2>Timeline</h2>" + timeline_svg(ledger))
     for pl in ledger.packs.values():
-        if pl.messages or pl.pack is not None:
+        if pl.messages:
             parts.append(_pack(ledger, pl))
+    idle = [pl for pl in ledger.packs.values() if not pl.messages and pl.pack is not None]
+    if idle:
+        parts.append('<h2>Packs with no message</h2><p id="idle-packs">No message reached the endpoints of '
+                     + ", ".join(f'<span data-pack="{h(pl.id)}">{h(pl.title)} (<code>{h(pl.id)}</code>, '
+                                 f"{len(pl.promises)} promises not seen)</span>" for pl in idle) + ".</p>")
     parts.append(_unclaimed(ledger))
     parts.append(_sources(ledger))
     parts.append(f'<footer>telewarden report; findings show JSON pointers, safe previews (type, size, what a detector '

@@ -61,8 +61,12 @@ def render_markdown(ledger: Ledger) -> str:
             + md(", ".join(f"{t['decisions'].get(d, 0)} {d}" for d in DECISIONS))
             + f"; {t['passed_through']} unclaimed messages passed through; {md(iso(first))} to {md(iso(last))}.", ""]
     for pl in ledger.packs.values():
-        if pl.messages or pl.pack is not None:
+        if pl.messages:
             out += _pack(ledger, pl)
+    idle = [pl for pl in ledger.packs.values() if not pl.messages and pl.pack is not None]
+    if idle:
+        out += ["No message reached the endpoints of: " + ", ".join(f"{md(pl.title)} ({code(pl.id, False)})" for pl in idle)
+                + " (their promises not seen).", ""]
     if ledger.unclaimed:
         out += ["## Unclaimed traffic", "", "| host | messages |", "|---|---:|"]
         items = ledger.unclaimed.most_common()

@@ -23,9 +23,11 @@ def summary(ledger: Ledger, for_check: bool = False) -> str:
     raw-values warning)."""
     out = []
     for pl in ledger.packs.values():
-        if not pl.messages and pl.pack is None:
-            continue
-        out.extend(_pack(ledger, pl))
+        if pl.messages:
+            out.extend(_pack(ledger, pl))
+    idle = [pl.id for pl in ledger.packs.values() if not pl.messages and pl.pack is not None]
+    if idle:
+        out.append(f"no message to the endpoints of: {', '.join(e(i) for i in idle)} (their promises not seen)")
     for s in ledger.sources:
         if s.chain is not None:
             out.append(f"audit trail {e(s.label)}: hash chain {e(s.chain[1])}")

@@ -42,11 +42,15 @@ def clients() -> Path:
     missing = [t for t in ("node", "npm") if shutil.which(t) is None]
     if missing:
         pytest.skip(f"real-client tests need {' and '.join(missing)} (apt-get install nodejs npm)")
-    if not (CACHE / "next" / "node_modules" / "next").is_dir() or not (CACHE / "prisma" / "node_modules" / "prisma").is_dir():
+    def installed() -> bool:
+        return (CACHE / "next" / "node_modules" / "next").is_dir() and \
+            (CACHE / "prisma" / "node_modules" / "prisma").is_dir()
+
+    if not installed():
         out = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=900,
                              env={**os.environ, "TELEWARDEN_REALCLIENTS": str(CACHE)})
-        if out.returncode != 0:
-            pytest.skip(f"npm install of the real clients failed (no registry?): {out.stderr[-500:]}")
+        if out.returncode != 0 or not installed():
+            pytest.skip(f"npm install of the real clients into {CACHE} failed (no registry?): {out.stderr[-500:]}")
     return CACHE
 
 

@@ -28,7 +28,7 @@ from telewarden.report.markdown import code, md, render_markdown
 from telewarden.report.model import NOT_RELEASE, Ledger, from_audit, from_flows, observe
 from telewarden.report.terminal import summary
 
-DEMOS = sorted((EXAMPLES / "flows").glob("hasura-demo.*"))
+DEMOS = sorted((EXAMPLES / "flows").glob("*.*"))  # every bundled demo recording
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -52,16 +52,18 @@ def expected_from_json(records: list[dict]) -> dict:
     exp = {"messages": len(records), "decisions": Counter(r["decision"] for r in records),
            "flagged": sum(any("waived" not in f for f in r["findings"]) for r in records),
            "findings": sum(sum("waived" not in f for f in r["findings"]) for r in records),
-           "kinds": Counter(r["kind"] or "(unknown kind)" for r in records),
-           "broken": Counter(), "rules": defaultdict(Counter), "first": {}, "last": {}}
+           "packs": Counter(r["pack"] for r in records), "kinds": defaultdict(Counter),
+           "broken": defaultdict(Counter), "rules": defaultdict(Counter), "first": {}, "last": {}}
     for r in records:
+        exp["kinds"][r["pack"]][r["kind"] or "(unknown kind)"] += 1
         active = [f for f in r["findings"] if "waived" not in f]
         for promise in {f["promise"] for f in active}:
-            exp["broken"][promise] += 1
+            key = (r["pack"], promise)
+            exp["broken"][r["pack"]][promise] += 1
             for rule in {f["rule"] for f in active if f["promise"] == promise}:
-                exp["rules"][promise][rule] += 1
-            exp["first"][promise] = min(exp["first"].get(promise, r["time"]), r["time"])
-            exp["last"][promise] = max(exp["last"].get(promise, r["time"]), r["time"])
+                exp["rules"][key][rule] += 1
+            exp["first"][key] = min(exp["first"].get(key, r["time"]), r["time"])
+            exp["last"][key] = max(exp["last"].get(key, r["time"]), r["time"])
     return exp
 
 
@@ -71,16 +73,18 @@ def assert_matches(ledger: Ledger, exp: dict) -> None:
     assert t["flagged"] == exp["flagged"]
     assert t["findings"] == exp["findings"]
     assert {d: n for d, n in t["decisions"].items() if n} == dict(exp["decisions"])
-    pl = ledger.packs["hasura"]
-    assert +pl.kinds == exp["kinds"]
-    rows = {r.text: r for r in pl.promises.values()}
-    assert {text: r.broken for text, r in rows.items() if r.broken} == dict(exp["broken"])
-    for text, rules in exp["rules"].items():
-        assert rows[text].rules == rules, text
-        assert render._iso(rows[text].first) == exp["first"][text]
-        assert render._iso(rows[text].last) == exp["last"][text]
-    generic = pl.pack.generic_promise
-    assert rows[generic].checked == exp["messages"]  # every message is held to the generic promise
+    assert {p: pl.messages for p, pl in ledger.packs.items() if pl.messages} == dict(exp["packs"])
+    for pack_id in exp["packs"]:
+        pl = ledger.packs[pack_id]
+        assert +pl.kinds == exp["kinds"][pack_id]
+        rows = {r.text: r for r in pl.promises.values()}
+        assert {text: r.broken for text, r in rows.items() if r.broken} == dict(exp["broken"][pack_id])
+        for text in exp["broken"][pack_id]:
+            key = (pack_id, text)
+            assert rows[text].rules == exp["rules"][key], key
+            assert render._iso(rows[text].first) == exp["first"][key]
+            assert render._iso(rows[text].last) == exp["last"][key]
+        assert rows[pl.pack.generic_promise].checked == pl.messages  # every message is held to the generic promise
 
 
 @pytest.mark.parametrize("demo", DEMOS, ids=lambda p: p.name)
@@ -90,11 +94,13 @@ def test_ledger_of_the_demo_recordings_matches_check_json_number_by_number(demo,
     ledger = ledger_of([demo], packs)
     exp = expected_from_json(records)
     assert_matches(ledger, exp)
-    broken = {r.key for r in ledger.packs["hasura"].promises.values() if r.status == "broken"}
+    broken = {r.key for pl in ledger.packs.values() for r in pl.promises.values() if r.status == "broken"}
     assert broken, "the demo recordings show broken promises"
     # and every view carries the same figures
     text = summary(ledger)
-    assert f"{exp['messages']} messages, {exp['flagged']} with findings" in text
+    for pack_id, n in exp["packs"].items():
+        flagged = sum(any("waived" not in f for f in r["findings"]) for r in records if r["pack"] == pack_id)
+        assert re.search(rf"promise ledger: {pack_id} \(.*\), {n} messages, {flagged} with findings", text)
     mdown = render_markdown(ledger)
     assert f"**{exp['messages']} telemetry messages**, {exp['flagged']} with findings ({exp['findings']} findings)" in mdown
 
@@ -315,10 +321,10 @@ class _Dom(HTMLParser):
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
 def test_html_ledger_in_chromium_holds_the_figures(tmp_path, packs):
-    demo = EXAMPLES / "flows" / "hasura-demo.mitm"
-    records = check_json(demo)
+    demos = sorted((EXAMPLES / "flows").glob("*.mitm"))
+    records = [r for demo in demos for r in check_json(demo)]
     exp = expected_from_json(records)
-    ledger = ledger_of([demo], packs)
+    ledger = ledger_of(demos, packs)
     page = tmp_path / "ledger.html"
     page.write_text(render_html(ledger), encoding="utf-8")
     done = chromium(["--dump-dom", page.as_uri()], tmp_path)
@@ -331,11 +337,13 @@ def test_html_ledger_in_chromium_holds_the_figures(tmp_path, packs):
     assert int(totals["data-findings"]) == exp["findings"]
     for d in ("forwarded", "scrubbed", "blocked"):
         assert int(totals[f"data-{d}"]) == exp["decisions"].get(d, 0)
-    pack = ledger.packs["hasura"].pack
-    for key, text in pack.promises.items():
-        row = [a for t, a in dom.elements if t == "tr" and a.get("data-promise") == key and "data-broken" in a][0]
-        assert int(row["data-broken"]) == exp["broken"].get(text, 0), key
-        assert row["data-status"] == "broken" if exp["broken"].get(text) else row["data-status"] in ("kept", "not seen")
+    for pack_id in exp["packs"]:
+        for key, text in ledger.packs[pack_id].pack.promises.items():
+            row = [a for t, a in dom.elements if t == "tr" and a.get("data-pack") == pack_id
+                   and a.get("data-promise") == key and "data-broken" in a][0]
+            broken = exp["broken"][pack_id].get(text, 0)
+            assert int(row["data-broken"]) == broken, key
+            assert row["data-status"] == "broken" if broken else row["data-status"] in ("kept", "not seen", "no rule")
     svg = dom.find(id="timeline")[0]
     assert int(svg["data-messages"]) == exp["messages"]
     bars = Counter()

@@ -37,7 +37,7 @@ th,td{border:1px solid var(--line);padding:5px 7px;text-align:left;vertical-alig
 th{background:var(--soft);font-weight:600}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}td.n{white-space:nowrap}
 .badge{display:inline-block;color:#fff;font-weight:700;font-size:12px;padding:2px 7px;border-radius:4px;text-transform:uppercase;letter-spacing:.03em}
-.badge.broken{background:var(--bad)}.badge.waived{background:#8d6e00}.badge.kept{background:var(--ok)}.badge.not-seen{background:var(--none)}
+.badge.broken{background:var(--bad)}.badge.waived{background:#8d6e00}.badge.no-rule{background:#9aa4ae}.badge.kept{background:var(--ok)}.badge.not-seen{background:var(--none)}
 td.status{white-space:nowrap}
 table.promises,table.evidence{table-layout:fixed}
 table.promises code{overflow-wrap:normal;word-break:normal}
@@ -70,7 +70,7 @@ def render_html(ledger: Ledger) -> str:
     rows = [r for p in ledger.packs.values() if p.messages for r in p.promises.values() if not r.key.startswith(OWN)]
     broken = sum(r.status == "broken" for r in rows)
     kept = sum(r.status == "kept" for r in rows)
-    unseen = sum(r.status == "not seen" for r in rows)
+    unseen = sum(r.status in ("not seen", "no rule") for r in rows)
     first, last = ledger.time_range()
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width,initial-scale=1">',
@@ -100,7 +100,7 @@ def render_html(ledger: Ledger) -> str:
                  + f' data-passed="{t["passed_through"]}" data-broken-promises="{broken}" data-kept-promises="{kept}">')
     for label, value in (("telemetry messages", t["messages"]), ("with findings", t["flagged"]),
                          ("findings", t["findings"]), ("promises broken", broken), ("promises kept", kept),
-                         ("promises not seen", unseen), ("unclaimed messages", t["passed_through"])):
+                         ("promises not seen or unchecked", unseen), ("unclaimed messages", t["passed_through"])):
         if label == "unclaimed messages" and not any(s.what == "recording" for s in ledger.sources):
             value, label = "-", "unclaimed (trails never record it)"
         parts.append(f'<div class="card"><b>{value}</b>{h(label)}</div>')
@@ -230,7 +230,7 @@ def _pack(ledger: Ledger, pl: PackLedger) -> str:
         label = "telewarden (could not verify)" if row.key.startswith(OWN) else row.key
         versions = _counter_list(row.versions_broken, 8, row.versions_checked) if ledger.versions_known else \
             '<span class="muted">not in the audit trail</span>'
-        p.append(f'<tr class="{h(row.status.replace(" ", "-"))}" data-promise="{h(row.key)}" data-status="{h(row.status)}" '
+        p.append(f'<tr class="{h(row.status.replace(" ", "-"))}" data-pack="{h(pl.id)}" data-promise="{h(row.key)}" data-status="{h(row.status)}" '
                  f'data-broken="{row.broken}" data-checked="{row.checked}" data-waived="{row.waived}">'
                  f"{_status_cell(row)}<td><b>{h(label)}</b><blockquote>&ldquo;{h(row.text)}&rdquo;</blockquote></td>"
                  f'<td class="n">{row.broken} / {row.checked}' + (f"<br><span class=\"muted\">{row.waived} waived</span>" if row.waived else "")
@@ -283,11 +283,13 @@ def _coverage(ledger: Ledger, pl: PackLedger) -> str:
             out.append(f'<tr data-endpoint="(unknown)" data-count="{pl.endpoints["(unknown endpoint)"]}"><td>(unknown path or method)</td>'
                        f'<td></td><td></td><td class="n">{pl.endpoints["(unknown endpoint)"]}</td></tr>')
         out.append("</tbody></table>")
-        out.append('<table class="kinds"><thead><tr><th>kind</th><th class="n">messages</th>'
+        out.append('<table class="kinds"><thead><tr><th>kind</th><th class="n">messages (events)</th>'
                    '<th class="n">schema fields seen / allowed</th><th>fields the schema allows that never appeared</th>'
                    "</tr></thead><tbody>")
         for k in pl.pack.kinds:
-            n = pl.kinds.get(k.id, 0)
+            within = getattr(k, "within", None)
+            n = pl.events.get(k.id, 0) if within else pl.kinds.get(k.id, 0)
+            shown = f"({n} events)" if within else str(n)
             allowed = pl.fields_allowed(k.id)
             if pl.fields_walked.get(k.id):
                 seen = len(pl.fields_seen.get(k.id, ()))
@@ -297,10 +299,15 @@ def _coverage(ledger: Ledger, pl: PackLedger) -> str:
                 never = never or '<span class="muted">none: every field appeared</span>'
             else:
                 seen, cell = 0, f"- / {len(allowed)}"
-                never = '<span class="muted">' + ("no message of this kind" if not n else "bodies not in the audit trail") + "</span>"
+                never = '<span class="muted">' + ((f"no event of this kind in a {h(within)} message" if within else
+                                                   "no message of this kind") if not n else
+                                                  "bodies not in the audit trail") + "</span>"
             out.append(f'<tr data-kind="{h(k.id)}" data-count="{n}" data-fields-seen="{seen}" data-fields-allowed="{len(allowed)}">'
-                       f"<td><code>{h(k.id)}</code><br><span class=\"muted\">{h(k.title)}</span></td><td class=\"n\">{n}</td>"
+                       f"<td><code>{h(k.id)}</code><br><span class=\"muted\">{h(k.title)}</span></td><td class=\"n\">{shown}</td>"
                        f'<td class="n">{cell}</td><td>{never}</td></tr>')
+        if pl.events.get("(unknown event)"):
+            out.append(f'<tr data-kind="(unknown event)" data-count="{pl.events["(unknown event)"]}"><td>(an event of no '
+                       f'known kind)</td><td class="n">({pl.events["(unknown event)"]} events)</td><td></td><td></td></tr>')
         if pl.kinds.get("(unknown kind)"):
             out.append(f'<tr data-kind="(unknown)" data-count="{pl.kinds["(unknown kind)"]}"><td>(no kind: unknown shape, '
                        f'endpoint or handshake)</td><td class="n">{pl.kinds["(unknown kind)"]}</td><td></td><td></td></tr>')

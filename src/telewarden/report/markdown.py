@@ -112,16 +112,18 @@ def _pack(ledger: Ledger, pl: PackLedger) -> list[str]:
         out += ["### Coverage and drift", "",
                 "Endpoints: " + ", ".join(f"{code(e.id, False)} {pl.endpoints.get(e.id, 0)}" for e in pl.pack.endpoints)
                 + (f", unknown path or method {pl.endpoints['(unknown endpoint)']}" if pl.endpoints.get("(unknown endpoint)") else ""),
-                "", "| kind | messages | fields seen / allowed | never appeared |", "|---|---:|---:|---|"]
+                "", "| kind | messages (events) | fields seen / allowed | never appeared |", "|---|---:|---:|---|"]
         for k in pl.pack.kinds:
             allowed = pl.fields_allowed(k.id)
+            n = pl.events.get(k.id, 0) if getattr(k, "within", None) else pl.kinds.get(k.id, 0)
+            shown = f"({n} events)" if getattr(k, "within", None) else str(n)
             if pl.fields_walked.get(k.id):
                 unseen = pl.fields_unseen(k.id)
                 never = " ".join(code(u) for u in unseen[:30]) + (f" +{len(unseen) - 30} more" if len(unseen) > 30 else "")
-                out.append(f"| {code(k.id)} | {pl.kinds.get(k.id, 0)} | {len(pl.fields_seen.get(k.id, ()))} / {len(allowed)} | {never or 'none'} |")
+                out.append(f"| {code(k.id)} | {shown} | {len(pl.fields_seen.get(k.id, ()))} / {len(allowed)} | {never or 'none'} |")
             else:
-                why = "no message of this kind" if not pl.kinds.get(k.id) else "bodies not in the audit trail"
-                out.append(f"| {code(k.id)} | {pl.kinds.get(k.id, 0)} | - / {len(allowed)} | {why} |")
+                why = "none of this kind" if not n else "bodies not in the audit trail"
+                out.append(f"| {code(k.id)} | {shown} | - / {len(allowed)} | {why} |")
         out.append("")
     ndrift = sum(sum(c.values()) for c in pl.drift.values())
     out.append(f"Drift (keys no schema knows): {ndrift}" + (":" if ndrift else "."))

@@ -177,8 +177,12 @@ class PromiseRow:
     evidence: dict[tuple, Evidence] = field(default_factory=dict)
     evidence_more: int = 0  # finding groups past EVIDENCE_LIMIT
 
+    ruled: bool = True  # some rule (or the generic checks) cites it; False: quoted, nothing checks it
+
     @property
     def status(self) -> str:
+        if not self.ruled and not self.checked:
+            return "no rule"
         if self.broken:
             return "broken"
         if self.waived:
@@ -208,6 +212,7 @@ class PackLedger:
     drift: dict[tuple[str, str], Counter] = field(default_factory=lambda: defaultdict(Counter))
     drift_raw: dict[tuple[str, str], set] = field(default_factory=lambda: defaultdict(set))
     by_text: dict[str, str] = field(default_factory=dict)  # promise text -> key
+    events: Counter = field(default_factory=Counter)  # event kind (`within` a batch kind) -> events
 
     def fields_allowed(self, kind_id: str) -> list[str]:
         kind = self._kind(kind_id)
@@ -266,7 +271,8 @@ class Ledger:
         return sum(p.messages for p in self.packs.values())
 
     def add(self, rec: dict[str, Any], *, version: str | None = NOT_RECORDED, walked: bool = False,
-            fields: Iterable[str] = (), open_keys: Iterable[tuple[str, str]] = (), values: list[tuple[str | None, Any]] | None = None) -> None:
+            fields: Iterable[str] = (), open_keys: Iterable[tuple[str, str]] = (), values: list[tuple[str | None, Any]] | None = None,
+            events: Iterable[tuple[str, list[str], list[tuple[str, str]]]] = ()) -> None:
         """One judged message as its record (render.record or an audit.jsonl line)."""
         rec = _clean(rec)
         decision = rec["decision"]
@@ -300,12 +306,18 @@ class Ledger:
                 pl.fields_seen[kind][tmpl] += 1
             if walked:
                 pl.fields_walked[kind] += 1
-            for parent, raw in open_keys:
-                where = (parent or "") + "/(a key the schema does not name)"
-                if (kind, where) in pl.drift or len(pl.drift) < 500:
-                    pl.drift[(kind, where)]["(open object)"] += 1
-                if self.show_values and len(pl.drift_raw[(kind, where)]) < 50:
-                    pl.drift_raw[(kind, where)].add(raw)
+            for k, kfields, kopen in [(kind, (), open_keys), *events]:
+                if k != kind:  # an event of a batch, judged by its own kind
+                    bump(pl.events, k, 200, "(other events)")
+                    pl.fields_walked[k] += 1
+                    for tmpl in kfields:
+                        pl.fields_seen[k][tmpl] += 1
+                for parent, raw in kopen:
+                    where = (parent or "") + "/(a key the schema does not name)"
+                    if (k, where) in pl.drift or len(pl.drift) < 500:
+                        pl.drift[(k, where)]["(open object)"] += 1
+                    if self.show_values and len(pl.drift_raw[(k, where)]) < 50:
+                        pl.drift_raw[(k, where)].add(raw)
         # promises: which ones judged this message, which ones it broke
         cited: dict[str, list[tuple[int, dict]]] = defaultdict(list)
         for i, f in enumerate(findings):
@@ -422,8 +434,9 @@ class Ledger:
 
 
 def _pack_ledger(p: Pack) -> PackLedger:
-    return PackLedger(p.id, p.title, p.source, {k: PromiseRow(k, t) for k, t in p.promises.items()}, pack=p,
-                      by_text={t: k for k, t in p.promises.items()})
+    cited = {r.promise for r in p.rules} | {p.generic_promise}
+    return PackLedger(p.id, p.title, p.source, {k: PromiseRow(k, t, ruled=t in cited) for k, t in p.promises.items()},
+                      pack=p, by_text={t: k for k, t in p.promises.items()})
 
 
 _SCOPES: dict[tuple, frozenset[str]] = {}
@@ -441,6 +454,9 @@ def _scope(pack: Pack, transport: str, endpoint: str | None, kind: str | None) -
     keys = {by_text[pack.generic_promise]} if pack.generic_promise in by_text else set()
     kobj = next((k for k in pack.kinds if k.id == kind), None) if kind is not None else None
     body_rules = {id(r) for r, _, _ in kobj.checks} if kobj is not None else set()
+    batch = getattr(kobj, "batch", None)
+    for event_kind in (batch.kinds if batch is not None else ()):  # its events are judged by these
+        body_rules |= {id(r) for r, _, _ in event_kind.checks}
     for r in pack.rules:
         if r.promise not in by_text or endpoint is None or (r.endpoints is not None and endpoint not in r.endpoints):
             continue
@@ -561,6 +577,42 @@ def body_facts(kind: Kind, doc: Any) -> tuple[list[str], list[tuple[str, str]]]:
     return list(seen), open_keys
 
 
+def _at(doc: Any, ptr: tuple) -> Any:
+    for tok in ptr:
+        if isinstance(doc, dict) and tok in doc:
+            doc = doc[tok]
+        elif isinstance(doc, list) and isinstance(tok, str) and tok.isdigit() and int(tok) < len(doc):
+            doc = doc[int(tok)]
+        else:
+            return _ABSENT
+    return doc
+
+
+def batch_facts(kind: Kind, doc: Any, limit: int = 1000) -> list[tuple[str, list[str], list[tuple[str, str]]]]:
+    """Per event of a batch kind's message (`batch: {at: ...}`): its event kind, as the engine
+    chooses it (first of the kinds `within` this one whose `when`/`has` hold), and its fields."""
+    batch = getattr(kind, "batch", None)
+    items = _at(doc, tuple(batch.at)) if batch is not None else _ABSENT
+    if not isinstance(items, list):
+        return []
+    out = []
+    for ev in items[:limit]:
+        ek = None
+        if batch.index is not None:
+            ptr, table = batch.index
+            value = _at(ev, tuple(ptr))
+            ek = table.get(value) if isinstance(value, str) else None
+        else:
+            ek = next((k for k in batch.kinds if all(_at(ev, tuple(p)) in vs for p, vs in k.when)
+                       and all(_at(ev, tuple(p)) is not _ABSENT for p in k.has)), None)
+        if ek is None:
+            out.append(("(unknown event)", [], []))
+        else:
+            f, o = body_facts(ek, ev)
+            out.append((ek.id, f, o))
+    return out
+
+
 _VERSION_POINTERS: dict[tuple[int, int], tuple[Any, Any, tuple]] = {}
 
 
@@ -620,24 +672,38 @@ def observe(ledger: Ledger, engine: Engine, ex: Exchange, verdict: Verdict, sour
         return
     rec = render.record(verdict, ex, source)
     values = [(f.raw_pointer, f.value) for f in verdict.findings] if ledger.show_values else None
-    version, fields, open_keys, walked = NO_VERSION, [], [], False
+    version, fields, open_keys, walked, events = NO_VERSION, [], [], False, []
     pack = next((p for p in engine.packs if p.id == verdict.pack), None)
     kind = next((k for k in pack.kinds if k.id == verdict.kind), None) if pack is not None and verdict.kind else None
     if not deep or (not fields_too and not verdict.active_findings):
         version = NOT_RECORDED
-    elif kind is not None and ex.body and ex.body_problem is None:
-        try:
-            doc = strictjson.loads(ex.body, max_bytes=engine.limits.max_body, max_depth=engine.limits.max_depth)
-        except strictjson.StrictJSONError:
-            doc = _ABSENT
+    elif kind is not None and ex.body_problem is None:
+        doc = message_doc(engine, pack, verdict, ex)
         if doc is not _ABSENT:
             flagged = {f.pointer for f in verdict.findings}
             version = client_version(pack, kind, doc, flagged, ledger.show_values)
             if fields_too:
                 fields, open_keys = body_facts(kind, doc)
                 walked = True
+                events = batch_facts(kind, doc)
     ledger.versions_known = ledger.versions_known or (deep and fields_too)
-    ledger.add(rec, version=version, walked=walked, fields=fields, open_keys=open_keys, values=values)
+    ledger.add(rec, version=version, walked=walked, fields=fields, open_keys=open_keys, values=values, events=events)
+
+
+def message_doc(engine: Engine, pack: Pack | None, verdict: Verdict, ex: Exchange) -> Any:
+    """The message as the engine judged it: the JSON body, or the query string of an endpoint whose
+    message is its query (`message: query`), parsed the engine's way; _ABSENT when there is none."""
+    endpoint = next((e for e in pack.endpoints if e.id == verdict.endpoint), None) if pack is not None else None
+    try:
+        if getattr(endpoint, "message", None) == "query":
+            from ..engine import parse_query  # noqa: PLC0415
+
+            return parse_query(ex.query, max_bytes=engine.limits.max_body)
+        if not ex.body:
+            return _ABSENT
+        return strictjson.loads(ex.body, max_bytes=engine.limits.max_body, max_depth=engine.limits.max_depth)
+    except Exception:  # noqa: BLE001 - what the engine could not parse is its finding, not the ledger's
+        return _ABSENT
 
 
 def from_flows(ledger: Ledger, engine: Engine, paths: list[Path], mode: Mode, max_body: int) -> None:

@@ -51,9 +51,11 @@ def _pack(ledger: Ledger, pl: PackLedger) -> list[str]:
     for row in ledger.rows(pl):
         if row.key.startswith(OWN) and not row.checked:
             continue
-        status = {"broken": "BROKEN", "kept": "kept", "not seen": "not seen", "waived": "waived"}[row.status]
+        status = {"broken": "BROKEN", "kept": "kept", "not seen": "not seen", "waived": "waived",
+                  "no rule": "no rule"}[row.status]
         label = "telewarden" if row.key.startswith(OWN) else e(row.key)
         head = f"  {status:<9} {label:<{width}}  " + (f"{row.broken:>5} of {row.checked} messages broke it" if row.checked
+                                                     else "  quoted, but no rule checks it" if not row.ruled
                                                      else "  no message it applies to")
         if row.waived:
             head += f"; {row.waived} more only by waived rules"
@@ -71,7 +73,7 @@ def _pack(ledger: Ledger, pl: PackLedger) -> list[str]:
                          f"{', '.join(f'{n} {d}' for d, n in sorted(row.decisions.items()))}")
     if pl.pack is not None:
         kinds = [k.id for k in pl.pack.kinds]
-        unseen = [k for k in kinds if not pl.kinds.get(k)]
+        unseen = [k for k in kinds if not pl.kinds.get(k) and not pl.events.get(k)]
         lines.append(f"  coverage: endpoints {_top(pl.endpoints)}; kinds {len(kinds) - len(unseen)} of {len(kinds)} seen"
                      + (f" (never: {', '.join(e(k) for k in unseen)})" if unseen else ""))
         walked = [k for k in kinds if pl.fields_walked.get(k)]

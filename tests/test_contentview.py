@@ -197,3 +197,17 @@ def test_in_a_real_mitmweb_on_a_recording(tmp_path, confdir):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_a_query_string_message_is_shown_as_the_object_the_engine_judges(view):
+    from conftest import EXAMPLES
+
+    with (EXAMPLES / "flows" / "nextjs-prisma-demo.mitm").open("rb") as fh:
+        flows = [f for f in mio.FlowReader(fh).stream() if f.request.host == "checkpoint.prisma.io" and f.request.query]
+    texts = [show(f, view_name="telewarden").text for f in flows]
+    leaky = [t for t in texts if "prisma.command.args" in t]
+    assert leaky and all("# --- query string as JSON (this endpoint's message)" in t for t in texts)
+    lines = leaky[0].splitlines()
+    at = lines.index(next(line for line in lines if line.strip().startswith("# >> [") and "prisma.command.args" in line))
+    assert lines[at + 1].strip().startswith('"command": ')
+    assert "# --- after scrub: what scrub mode forwards ---" in leaky[0]

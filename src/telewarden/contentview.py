@@ -131,7 +131,8 @@ class TelewardenContentview(Contentview):
             out.append(f"# the live proxy scrubbed {render.escape(live['counts']['scrubbed'])} message(s) of this "
                        "flow: a scrubbed message holds the repaired content (the original was not kept)")
         out.extend(_findings(verdict))
-        lines, where = _pretty(ex.body)
+        query_message = _is_query_message(engine, verdict)
+        lines, where = _pretty(_query_json(ex.query) if query_message else ex.body)
         marks: dict[int, list[str]] = {}
         for i, f in enumerate(verdict.findings, 1):
             line = where.get(f.raw_pointer or f.pointer)
@@ -139,7 +140,8 @@ class TelewardenContentview(Contentview):
                 line = 0 if lines else None
             if line is not None:
                 marks.setdefault(line, []).append(f"[{i}] {render.escape(f.rule)} ({render.escape(f.severity)})")
-        title = "request body" if msg is None else "WebSocket message"
+        title = ("query string as JSON (this endpoint's message)" if query_message else "request body") if msg is None \
+            else "WebSocket message"
         out.append(f"# --- {title} as judged{' (a line with findings follows its # >> marker)' if marks else ''} ---")
         for n, text in enumerate(lines):
             if n in marks:
@@ -207,16 +209,35 @@ def _after(verdict: Verdict, before: list[str]) -> list[str]:
         out.append("# query string removed")
     if rep.host:
         out.append(f"# Host set to {render.escape(rep.host)}")
-    if rep.body is None:
+    new = _query_json(rep.query) if getattr(rep, "query", None) is not None else rep.body
+    if new is None:
         out.append("# body unchanged")
         return out
-    after, _ = _pretty(rep.body)
+    after, _ = _pretty(new)
     out.extend(after)
     diff = list(difflib.unified_diff(before, after, "as judged", "after scrub", n=0, lineterm=""))
     if diff:
         out.append("# --- changes ---")
         out.extend("# " + d for d in diff[2:])
     return out
+
+
+def _is_query_message(engine: Engine, verdict: Verdict) -> bool:
+    """Whether the endpoint's message is its query string (`message: query`)."""
+    pack = next((p for p in engine.packs if p.id == verdict.pack), None)
+    endpoint = next((e for e in pack.endpoints if e.id == verdict.endpoint), None) if pack is not None else None
+    return getattr(endpoint, "message", None) == "query"
+
+
+def _query_json(query: str) -> bytes:
+    """A query-string message as the JSON object the engine judges (its pointers then place the
+    findings); the raw query when it does not parse."""
+    from .engine import parse_query  # noqa: PLC0415
+
+    try:
+        return json.dumps(parse_query(query)).encode()
+    except Exception:  # noqa: BLE001 - the engine reports it
+        return query.encode("utf-8", "surrogatepass")
 
 
 def _pretty(body: bytes) -> tuple[list[str], dict[str, int]]:

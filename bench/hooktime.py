@@ -7,7 +7,8 @@ with a thread-CPU-time counter and, every 0.2 s, writes the running totals (per 
 process's user+system CPU at the same instant) as JSON to $TELEWARDEN_HOOKTIME. A reader takes two
 snapshots around a measuring window: the share is d(hook ns) / d(process ns). Keys `part.*` are
 parts inside the hooks (already counted in them); `after.*` runs outside the hooks (audit.log
-rendered after forwarding) and is telewarden's too. Garbage collection
+rendered after forwarding) and is telewarden's too. Parts are timed only with
+$TELEWARDEN_HOOKTIME_PARTS set: their wrappers (~0.5 us a call) are counted in the hooks' time. Garbage collection
 is timed too (gc.callbacks), wherever it happens: it can also be loaded into a plain mitmdump. The wrapper's own
 two clock reads (~0.2 us per hook call) are counted in the hooks, so the share errs high.
 """
@@ -46,7 +47,7 @@ class HookTime:
 
     def running(self) -> None:
         tw = ctx.master.addons.get("telewarden")
-        if tw is not None:  # parts inside the hooks ("of which"), and the audit.log rendering after them
+        if tw is not None and os.environ.get("TELEWARDEN_HOOKTIME_PARTS"):  # parts inside the hooks ("of which"), and the audit.log rendering after them
             namespace = type(tw).request.__globals__  # the script's module (not in sys.modules)
             for fn_name in ("candidate_hosts", "http_exchange", "websocket_exchange", "record"):
                 fn = namespace.get(fn_name)

@@ -14,7 +14,8 @@ telewarden/plain throughput ratio with the spread of the per-round ratios (each 
 against the plain round next to it), and the latency telewarden adds (p50 and p99 differences).
 --unclaimed sends the same requests to a host no pack claims (other.test): what an egress proxy's
 ordinary traffic pays. --hooktime loads bench/hooktime.py after telewarden and prints the share of
-the proxy's CPU spent in telewarden's hooks (thread CPU time per hook call / process CPU time).
+the proxy's CPU spent in telewarden's hooks (thread CPU time per hook call / process CPU time), and
+audit.log's rendering after them; --parts adds the parts inside the hooks (Engine.inspect, ...).
 The load average is printed at the start and the end: the machine is shared, say it beside figures.
 Only 127.0.0.1 is contacted; every loop is bounded.
 """
@@ -148,6 +149,8 @@ def main() -> None:
     ap.add_argument("--unclaimed", action="store_true",
                     help="send to a host no pack claims (other.test): traffic telewarden passes untouched")
     ap.add_argument("--hooktime", action="store_true", help="measure the share of proxy CPU in telewarden's hooks")
+    ap.add_argument("--parts", action="store_true",
+                    help="with --hooktime: also time the parts inside the hooks (their wrappers count in the hooks)")
     ap.add_argument("--clean-only", action="store_true", help="send only conforming payloads")
     ap.add_argument("--no-pin", action="store_true", help="do not pin proxies and load generator to CPUs")
     ap.add_argument("--telewarden-arg", action="append", default=[], metavar="ARG",
@@ -188,7 +191,8 @@ def main() -> None:
                 penv = env
                 if args.hooktime:
                     hookfiles[(proto, name)] = tmp / f"hooktime-{proto}-{name}.json"
-                    penv = {**env, "TELEWARDEN_HOOKTIME": str(hookfiles[(proto, name)])}
+                    penv = {**env, "TELEWARDEN_HOOKTIME": str(hookfiles[(proto, name)]),
+                            **({"TELEWARDEN_HOOKTIME_PARTS": "1"} if args.parts else {})}
                 if name == "mitmdump":
                     cmd = [str(BIN / "mitmdump"), "--mode", spec, "--listen-port", str(port), *common]
                     if args.hooktime:

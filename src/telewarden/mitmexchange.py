@@ -71,16 +71,30 @@ def candidate_hosts(flow: http.HTTPFlow, asked: str | None = None) -> tuple[str,
     Read fresh for every call (another addon may have rewritten any of them since the last
     hook), but cheap: the raw names are the key of a memo of their normalised set."""
     req = flow.request
+    data = req.data
     client, server = flow.client_conn, flow.server_conn
+    fields = data.headers.fields
+    # The same flow asks again (requestheaders, then request): when nothing it is read from was
+    # replaced since (a header change replaces the fields tuple), the answer stands.
+    seen = flow.__dict__.get("_telewarden_hosts")
+    if seen is not None and seen[0] is fields and seen[1] is data.host and seen[2] is data.authority and \
+            seen[3] is client.sni and seen[4] is server.sni and seen[5] is server.address and seen[6] == asked and \
+            seen[7] is client.proxy_mode:
+        return seen[8]
     mode = client.proxy_mode
     reverse = mode.address[0] if isinstance(mode, mode_specs.ReverseMode) else None
     address = server.address[0] if server.address else None
     key = (req.host, req.authority, client.sni, getattr(server, "sni", None), reverse, asked, address,
            *_host_headers(req))
-    try:
-        return _HOSTS[key]
-    except KeyError:
-        pass
+    hosts = _HOSTS.get(key)
+    if hosts is None:
+        hosts = _hosts(key)
+    flow.__dict__["_telewarden_hosts"] = (fields, data.host, data.authority, client.sni, server.sni, server.address,
+                                          asked, mode, hosts)
+    return hosts
+
+
+def _hosts(key: tuple) -> tuple[str, ...]:
     # the order is part of the answer (the first claimed name is the one a record shows)
     names = (key[0], key[1], *key[7:], key[2], key[3], key[4], key[5], key[6])
     out: list[str] = []

@@ -78,7 +78,7 @@ def test_invalid_kind_schema_is_reported(tmp_path):
 def test_user_pack_replaces_the_bundled_pack_with_the_same_id(tmp_path):
     path = variant(tmp_path, lambda d: d["rules"].remove(rule(d, "hasura.cli.command-args")))
     packs = load_packs([path])
-    assert [p.id for p in packs] == ["hasura"] and packs[0].file == str(path)
+    assert [p.id for p in packs] == ["hasura", "nextjs", "prisma"] and packs[0].file == str(path)
     eng = Engine(packs, digest_key=b"k")
     body = dict(PAYLOADS["cli-v2.48-no-error"], data={**PAYLOADS["cli-v2.48-no-error"]["data"], "command": "hasura version --endpoint"})
     assert eng.inspect(exchange(body), Mode.BLOCK).decision is Decision.FORWARDED
@@ -95,7 +95,7 @@ def test_the_same_pack_id_twice_among_user_packs_is_an_error(tmp_path):
 def test_first_pack_claiming_a_host_wins(tmp_path):
     other = variant(tmp_path, lambda d: d.update(pack="acme"))
     packs = load_packs([other])
-    assert [p.id for p in packs] == ["acme", "hasura"]
+    assert [p.id for p in packs] == ["acme", "hasura", "nextjs", "prisma"]
     assert Engine(packs, digest_key=b"k").inspect(exchange(PAYLOADS["cli-v1.3"]), Mode.SCRUB).pack == "acme"
 
 

@@ -653,3 +653,78 @@ def test_websocket_handshake_is_not_refused_under_stream_large_bodies(fault_prox
     upstream.clear()
     _ws_send(proxy, [GENUINE.decode()])
     assert upstream.wait_for(lambda rs: any(r.body == GENUINE for r in rs), 10)
+
+
+# -- engine details that mutants showed unguarded -------------------------------------------------
+
+def test_a_schema_finding_says_which_keyword_and_shows_the_value_by_type_only(engine):
+    # the README's example record: `fails 'type' of the cli schema (...)`, `string, 2 chars`
+    case = next(c for c in VIOLATIONS if c["name"] == "cli-wrong-type")
+    v = engine.inspect(exchange(case["body"]), Mode.SCRUB)
+    assert v.decision is Decision.BLOCKED and v.error is None  # blocked as unrepairable, not by the re-check
+    [f] = v.findings
+    assert (f.rule, f.pointer, f.message, f.severity.value, f.preview, f.repair) == (
+        "hasura.schema.type", "/data/is_error",
+        "fails 'type' of the cli schema (properties/data/properties/is_error/type)", "high", "string, 2 chars", None)
+    assert f.digest == engine.digest("no") and f.promise == engine.packs[0].generic_promise
+
+
+def test_an_unknown_key_finding_is_repairable_and_says_so(engine):
+    body = {**CLI, "data": {**CLI["data"], "zz_extra": "abc"}}
+    v = engine.inspect(exchange(body), Mode.SCRUB)
+    [f] = v.findings
+    assert (f.rule, f.repair, f.preview, f.digest) == ("hasura.schema.unknown-key", "dropped", "string, 3 chars",
+                                                       engine.digest("abc"))
+    assert f.pointer.startswith("/data/(key:") and f.pointer.endswith(", 8 chars)")
+    assert v.decision is Decision.SCRUBBED and "zz_extra" not in v.repaired.body.decode()
+
+
+def test_an_unknown_key_that_looks_like_an_email_says_so_without_naming_it(engine):
+    body = {**CLI, "data": {**CLI["data"], "jane@acme-corp.com": 1}}
+    [f] = engine.inspect(exchange(body), Mode.SCRUB).findings
+    assert f.pointer.startswith("/data/(key:") and f.pointer.endswith(", 18 chars, looks like email)")
+    assert "jane" not in f.pointer
+
+
+def test_a_waived_body_problem_is_reported_waived_and_does_not_decide(packs):
+    eng = Engine(packs, digest_key=KEY, waivers={"telewarden.body.invalid-*": "recorded by review"})
+    v = eng.inspect(exchange(b'{"topic": '), Mode.BLOCK)
+    assert [(f.rule, f.pointer, f.waived) for f in v.findings] == [
+        ("telewarden.body.invalid-json", "body", "recorded by review")]
+    assert v.decision is Decision.FORWARDED
+    v = eng.inspect(exchange(b'{"a":1,"a":2}'), Mode.BLOCK)  # another code: not waived
+    assert v.decision is Decision.BLOCKED and v.findings[0].waived is None
+
+
+def test_declared_addresses_are_claimed_by_network(tmp_path):
+    eng = engine_for(custom_pack(tmp_path, lambda d: d.update(addresses=["203.0.113.0/24", "2001:db8::/32"])))
+    pack = eng.packs[0]
+    assert eng.claim(("203.0.113.7",)) is pack and eng.claim(("2001:db8::1",)) is pack
+    assert eng.claim(("203.0.114.7",)) is None and eng.claim(("not-an-address.test",)) is None
+    assert eng.claims_name(pack, "203.0.113.200") and not eng.claims_name(pack, "198.51.100.1")
+    plain = Engine(load_packs([]), digest_key=KEY)  # no pack declares addresses: none is claimed
+    assert plain.claim(("203.0.113.7",)) is None
+
+
+def test_wildcard_pointers_reach_every_key_and_index_and_only_those(tmp_path):
+    timings = "/data/metrics/service_timings/serviceTimingMetrics"
+    def edit(d):
+        d["rules"].append({"id": "hasura.test.wild", "promise": "anonymous", "severity": "low", "message": "wild",
+                           "at": [f"{timings}/*/dimensions/transport", f"{timings}/1/dimensions/transport",
+                                  f"{timings}/3/dimensions/transport", f"{timings}/9/dimensions/transport",
+                                  f"{timings}/1/dimensions/*", f"{timings}/3/dimensions/*",
+                                  "/data/metrics/relationships/*",
+                                  "/data/metrics/relationships/auto", "/data/metrics/relationships/zz"],
+                           "check": {"enum": ["HTTP", 1]}, "scrub": {"set": 1}})
+    eng = engine_for(custom_pack(tmp_path, edit))
+    body = copy.deepcopy(PAYLOADS["server-v2.48-default-source"])
+    metrics = body["data"]["metrics"]["service_timings"]["serviceTimingMetrics"]
+    assert len(metrics) == 3  # index 3 is one past the end
+    metrics[1]["dimensions"]["transport"] = metrics[2]["dimensions"]["transport"] = "WebSocket"
+    body["data"]["metrics"]["relationships"] = {"manual": 1, "auto": 30}
+    v = eng.inspect(exchange(body), Mode.AUDIT)
+    got = sorted(f.pointer for f in v.findings if f.rule == "hasura.test.wild")
+    assert got == ["/data/metrics/relationships/auto", "/data/metrics/relationships/auto",
+                   f"{timings}/1/dimensions/locality", f"{timings}/1/dimensions/query_type",
+                   f"{timings}/1/dimensions/transport", f"{timings}/1/dimensions/transport",
+                   f"{timings}/1/dimensions/transport", f"{timings}/2/dimensions/transport"]

@@ -57,12 +57,13 @@ class HookTime:
                 tw.engine.inspect = self._wrap("part.Engine.inspect", tw.engine.inspect)
             if tw.trail is not None:
                 tw.trail.write = self._wrap("part.AuditTrail.write", tw.trail.write)
-                if hasattr(tw.trail, "flush_human"):
-                    tw.trail.flush_human = self._wrap("after.AuditTrail.flush_human", tw.trail.flush_human)
             for method in ("_annotate", "_record"):
                 fn = getattr(tw, method, None)
                 if fn is not None:
                     setattr(tw, method, self._wrap(f"part.{method}", fn))
+        if tw is not None and tw.trail is not None and hasattr(tw.trail, "flush_human") and \
+                not getattr(tw.trail.flush_human, "_hooktime", False):  # outside the hooks: always timed
+            tw.trail.flush_human = self._wrap("after.AuditTrail.flush_human", tw.trail.flush_human)
         for name in ("telewarden", "telewarden_transport"):
             addon = ctx.master.addons.get(name)
             if addon is None:

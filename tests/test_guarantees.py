@@ -728,3 +728,32 @@ def test_wildcard_pointers_reach_every_key_and_index_and_only_those(tmp_path):
                    f"{timings}/1/dimensions/locality", f"{timings}/1/dimensions/query_type",
                    f"{timings}/1/dimensions/transport", f"{timings}/1/dimensions/transport",
                    f"{timings}/1/dimensions/transport", f"{timings}/2/dimensions/transport"]
+
+
+def test_what_scrub_changes_is_exactly_what_needed_repair(engine):
+    # a header-only repair leaves body, Host and target alone (the adapter re-sends what is set)
+    v = engine.inspect(exchange(GOOD, headers=[("User-Agent", GO_UA), ("Cookie", "a=b")]), Mode.SCRUB)
+    r = v.repaired
+    assert v.decision is Decision.SCRUBBED
+    assert (r.body, r.drop_headers, r.clear_query, r.target, r.host) == (None, ("cookie",), False, None, None)
+    # a Host naming another host is set to the claimed name
+    ex = exchange(GOOD, headers=[("User-Agent", GO_UA), ("Host", "db01.acme.internal")])
+    ex.sent_names = (("header:host", "db01.acme.internal"),)
+    v = engine.inspect(ex, Mode.SCRUB)
+    assert v.decision is Decision.SCRUBBED and (v.repaired.host, v.repaired.body, v.repaired.target) == (HOST, None, None)
+    # a request target that is not canonical is forwarded in its canonical form
+    ex = exchange(GOOD, headers=[("User-Agent", GO_UA)])
+    ex.target_problem, ex.raw_target = "non-canonical", "/v1//http"
+    v = engine.inspect(ex, Mode.SCRUB)
+    assert v.decision is Decision.SCRUBBED and (v.repaired.target, v.repaired.host, v.repaired.body) == ("/v1/http", None, None)
+
+
+def test_dropping_several_list_items_drops_exactly_those(engine):
+    # repairs run deepest and highest index first: dropping item 1 must not shift item 3
+    body = copy.deepcopy(PAYLOADS["server-v2.48-default-source"])
+    body["data"]["experimental_features"] = ["naming_convention", "acme_one", "streaming_subscriptions", "acme_two",
+                                             "acme_three"]
+    v = engine.inspect(exchange(body), Mode.SCRUB)
+    assert v.decision is Decision.SCRUBBED
+    assert json.loads(v.repaired.body)["data"]["experimental_features"] == ["naming_convention",
+                                                                            "streaming_subscriptions"]

@@ -271,7 +271,9 @@ def main() -> None:
                   f"{', '.join(f'{x:.3f}' for x in per_round)})")
             print(f"{proto:<5} latency added by telewarden: p50 {(pct['telewarden'][0] - pct['mitmdump'][0]) * 1e3:+.0f} us"
                   f", p99 {(pct['telewarden'][1] - pct['mitmdump'][1]) * 1e3:+.0f} us "
-                  f"({args.connections} connections in flight: a request's latency includes the others' service)")
+                  + ("(one request in flight: telewarden's own time per request)" if args.connections == 1 else
+                     f"({args.connections} connections in flight: a request's latency includes the others' service; "
+                     f"--connections 1 for telewarden's own time per request)"))
             if shares:
                 top = sorted(per_hook.items(), key=lambda kv: -kv[1])
                 print(f"{proto:<5} telewarden hooks (and audit.log rendered after them): "

@@ -284,7 +284,7 @@ def main() -> None:
                 parts = [(k, v) for k, v in top if k.startswith("part.") and v > 0.0001]
                 if parts:
                     print(f"{proto:<5}   of which: " + ", ".join(
-                        f"{k.split('.', 1)[1]} {v * 100:.2f}% ({statistics.mean([0]) + v * 100 / max(statistics.mean(shares) * 100, 1e-9) * 100:.0f}% of it, "
+                        f"{k.split('.', 1)[1]} {v * 100:.2f}% ({v / max(statistics.mean(shares), 1e-9) * 100:.0f}% of it, "
                         f"{hook_calls.get(k, 0):,} calls)" for k, v in parts))
                 print(f"{proto:<5} garbage collection: "
                       + ", ".join(f"{name} {statistics.mean(g) * 100:.2f}%" for name, g in gc_shares.items() if g)

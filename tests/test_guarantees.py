@@ -62,6 +62,7 @@ def _edit(d: dict) -> None:
     rule(d, "hasura.version.dev-build")["scrub"].update(set="branch-acme")  # fails its own check
     rule(d, "hasura.cli.command-args").update(severity="low")
     rule(d, "hasura.cli.error").update(severity="medium")
+    rule(d, "hasura.db-kind.user-named")["scrub"].update(set="acme")  # fails its own check too
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,10 @@ def test_a_repair_that_fails_its_own_check_blocks_in_scrub_mode(custom, engine):
     assert v.error == "repair did not pass the checks again: hasura.version.dev-build"
     # the bundled repair passes: the same message is scrubbed
     assert engine.inspect(exchange(case["body"]), Mode.SCRUB).decision is Decision.SCRUBBED
+    both = copy.deepcopy(next(c for c in VIOLATIONS if c["name"] == "server-data-connector-name")["body"])
+    both["data"]["hasura_version"] = case["body"]["data"].get("hasura_version", "v2.48.10-feature-branch")
+    v = custom.inspect(exchange(both), Mode.SCRUB)
+    assert v.error == "repair did not pass the checks again: hasura.db-kind.user-named, hasura.version.dev-build"
 
 
 # -- block mode blocks findings of every severity ------------------------------------------------
@@ -757,3 +762,29 @@ def test_dropping_several_list_items_drops_exactly_those(engine):
     assert v.decision is Decision.SCRUBBED
     assert json.loads(v.repaired.body)["data"]["experimental_features"] == ["naming_convention",
                                                                             "streaming_subscriptions"]
+
+
+def test_previews_name_the_type_and_size_only():
+    from telewarden.engine import _preview
+
+    assert [_preview(v, None) for v in (True, None, 3, 2.5, {"a": 1}, [1, 2], "abc", b"x")] == [
+        "bool", "NoneType", "number", "number", "object, 1 keys", "array, 2 items", "string, 3 chars", "bytes"]
+    assert _preview("jane@acme.io", "email") == "string, 12 chars, looks like email"
+
+
+def test_digests_cover_strings_a_decoder_could_not_read_and_any_json_value(engine):
+    import hashlib
+    import hmac
+
+    def mac(data: bytes) -> str:
+        return "hmac-sha256:" + hmac.new(KEY, data, hashlib.sha256).hexdigest()[:32]
+    # a control frame's payload is decoded with surrogateescape: its digest must not raise
+    assert engine.digest("a\udcff") == mac("a\udcff".encode("utf-8", "surrogatepass"))
+    assert engine.digest({"a": [1, None]}) == mac(b'{"a":[1,null]}') != engine.digest({"a": [1]})
+
+
+def test_trailer_names_known_and_unknown(engine):
+    ex = exchange(GOOD, headers=[("User-Agent", GO_UA), ("trailer:user-agent", GO_UA), ("trailer:x-acme", "1")])
+    pointers = sorted(f.pointer for f in engine.inspect(ex, Mode.SCRUB).findings)
+    key = engine.digest("x-acme")[12:24]
+    assert pointers == [f"header:trailer:(key:{key}, 6 chars)", "header:trailer:user-agent"]

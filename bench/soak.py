@@ -85,8 +85,10 @@ async def websocket_client(port: int, tls: ssl.SSLContext, deadline: float, stat
     frames += [json.dumps(c["body"]) for c in json.loads((ROOT / "examples" / "violations.json").read_text())
                if c["transport"] == "websocket"]
     sock = socket.create_connection(("127.0.0.1", port))  # loopback only: never resolve the vendor's name
+    # ping_interval=None: a browser's page never pings, and telewarden empties the client's ping payloads
+    # (scrub/block), so the library's keepalive (which matches pongs by payload) would give up after ~40 s
     async with connect(f"wss://{HOST}:{port}/v1/ws", sock=sock, ssl=tls, server_hostname=HOST,
-                       compression=None, proxy=None,
+                       compression=None, proxy=None, ping_interval=None,
                        user_agent_header="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
                                          "Chrome/131.0.0.0 Safari/537.36") as ws:
         i = 0

@@ -124,12 +124,14 @@ PY
 import json, sys
 mod, path, rc = sys.argv[1], sys.argv[2], int(sys.argv[3])
 s = json.load(open(path))
-tested = s.get("total", 0) - s.get("skipped", 0) - s.get("not_checked", 0)
 killed = s.get("killed", 0) + s.get("timeout", 0)
-score = 100.0 * killed / tested if tested else 0.0
+survived = s.get("survived", 0) + s.get("suspicious", 0) + s.get("segfault", 0)
+judged = killed + survived
+not_run = s.get("total", 0) - judged - s.get("no_tests", 0) - s.get("skipped", 0) - s.get("check_was_interrupted_by_user", 0)
+score = 100.0 * killed / judged if judged else 0.0
 extra = "" if rc == 0 else f"  (stopped early, exit {rc})"
-print(f"{mod:<11} {score:5.1f}%  killed {killed}/{tested}  survived {s.get('survived', 0)}  "
-      f"no tests {s.get('no_tests', 0)}  suspicious {s.get('suspicious', 0)}{extra}")
+print(f"{mod:<11} {score:5.1f}%  killed {killed}/{judged}  survived {survived}  no tests {s.get('no_tests', 0)}  "
+      f"not run {not_run}  of {s.get('total', 0)}{extra}")
 PY
 )
   else

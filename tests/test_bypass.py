@@ -258,7 +258,8 @@ def test_websocket_control_frames_carry_nothing(proxies, upstream, mode):
     before = len(proxy.decisions())
     with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
                  user_agent_header=BROWSER_UA) as ws:
-        ws.ping(b"jane@acme.com")
+        answered = ws.ping(b"jane@acme.com")  # keepalives match the pong by payload: it must come back
+        assert answered.wait(5)
         ws.pong(b"db01.acme.internal")
         ws.send(SENTINEL.decode())
         assert upstream.wait_for(lambda rs: any(r.body == SENTINEL for r in rs), 10)

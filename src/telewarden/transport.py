@@ -129,18 +129,53 @@ def _strip_leading_empty_lines(nextlayer: layer.NextLayer, ctx: context.Context)
 
 # -- WebSocket control frames ----------------------------------------------------------------
 
-def _emptied(flow: Any, source: Iterator[wsproto.events.Event], strip: bool,
-             report: Callable[[Any, str, bytes], None]) -> Iterator[wsproto.events.Event]:
-    for ev in source:
-        if isinstance(ev, (wsproto.events.Ping, wsproto.events.Pong)) and ev.payload:
-            _safely(report, flow, type(ev).__name__.lower(), bytes(ev.payload))
-            if strip:
-                ev = type(ev)(payload=b"")
-        elif isinstance(ev, wsproto.events.CloseConnection) and ev.reason:
-            _safely(report, flow, "close", ev.reason.encode("utf-8", "surrogateescape"))
-            if strip:
-                ev = wsproto.events.CloseConnection(code=ev.code, reason=None)
-        yield ev
+_SERVER_PINGS_KEPT = 16  # server ping payloads a client may still answer (bounded)
+
+
+class _ControlGuard:
+    """Filters one claimed WebSocket's wsproto events so that no byte the client chose reaches the
+    server in a control frame, without breaking keepalives:
+
+    - a client ping is answered here with its own payload (it goes back to its sender, so
+      libraries that match pongs by payload keep working) and an empty ping goes on upstream;
+    - a client pong carries the payload of a server ping (the server's own bytes) or nothing;
+    - a close keeps its code and loses its reason.
+    Each payload the client chose is reported (recorded as a finding)."""
+
+    def __init__(self, layer: GuardedWebsocketLayer, strip: bool,
+                 report: Callable[[Any, str, bytes], None]) -> None:
+        self.layer, self.strip, self.report = layer, strip, report
+        self.server_pings: list[bytes] = []
+        self.to_client: list[bytes] = []  # our pongs, sent after the base layer's commands
+
+    def client_events(self, source: Iterator[wsproto.events.Event]) -> Iterator[wsproto.events.Event]:
+        flow = self.layer.flow
+        for ev in source:
+            if isinstance(ev, wsproto.events.Ping) and ev.payload:
+                payload = bytes(ev.payload)
+                _safely(self.report, flow, "ping", payload)
+                if self.strip:
+                    self.to_client.append(self.layer.client_ws.send(wsproto.events.Pong(payload=payload)))
+                    ev = wsproto.events.Ping(payload=b"")
+            elif isinstance(ev, wsproto.events.Pong) and ev.payload:
+                payload = bytes(ev.payload)
+                if payload in self.server_pings:
+                    self.server_pings.remove(payload)
+                else:
+                    _safely(self.report, flow, "pong", payload)
+                    if self.strip:
+                        ev = wsproto.events.Pong(payload=b"")
+            elif isinstance(ev, wsproto.events.CloseConnection) and ev.reason:
+                _safely(self.report, flow, "close", ev.reason.encode("utf-8", "surrogateescape"))
+                if self.strip:
+                    ev = wsproto.events.CloseConnection(code=ev.code, reason=None)
+            yield ev
+
+    def server_events(self, source: Iterator[wsproto.events.Event]) -> Iterator[wsproto.events.Event]:
+        for ev in source:
+            if isinstance(ev, wsproto.events.Ping) and ev.payload:
+                self.server_pings = [*self.server_pings[-(_SERVER_PINGS_KEPT - 1):], bytes(ev.payload)]
+            yield ev
 
 
 def _safely(report: Callable[[Any, str, bytes], None], flow: Any, what: str, payload: bytes) -> None:
@@ -153,25 +188,31 @@ def _safely(report: Callable[[Any, str, bytes], None], flow: Any, what: str, pay
 
 
 class GuardedWebsocketLayer(websocket_layers.WebsocketLayer):
-    """mitmproxy's WebSocket layer, with the client's control frames emptied on marked flows.
+    """mitmproxy's WebSocket layer, with the client's control frames guarded on marked flows.
 
     mitmproxy relays ping, pong and close frames without an addon hook. The addon marks a claimed
     flow in `websocket_start` (flow.metadata[GUARD_KEY]); once the base layer has built its wsproto
-    connections, the client side's event stream is filtered so that only empty pings/pongs and a
-    close with its code alone reach the server."""
+    connections, both sides' event streams go through a `_ControlGuard`."""
 
     report: Callable[[Any, str, bytes], None] = staticmethod(lambda flow, what, payload: None)
+    _guard: _ControlGuard | None = None
 
     def start(self, event: events.Event) -> layer.CommandGenerator[None]:
         yield from super().start(event)
-        guard = self.flow.metadata.get(GUARD_KEY)
-        if guard and getattr(self, "client_ws", None) is not None:
-            conn = self.client_ws
-            plain = conn.events
-            strip = guard != "record"
-            conn.events = lambda: _emptied(self.flow, plain(), strip, type(self).report)  # type: ignore[method-assign]
+        mark = self.flow.metadata.get(GUARD_KEY)
+        if mark and getattr(self, "client_ws", None) is not None:
+            guard = self._guard = _ControlGuard(self, mark != "record", type(self).report)
+            client_plain, server_plain = self.client_ws.events, self.server_ws.events
+            self.client_ws.events = lambda: guard.client_events(client_plain())  # type: ignore[method-assign]
+            self.server_ws.events = lambda: guard.server_events(server_plain())  # type: ignore[method-assign]
 
     _handle_event = start
+
+    def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
+        yield from super().relay_messages(event)
+        guard = self._guard
+        while guard is not None and guard.to_client:
+            yield commands.SendData(self.context.client, guard.to_client.pop(0))
 
 
 def install_websocket_guard(report: Callable[[Any, str, bytes], None]) -> None:

@@ -650,10 +650,9 @@ def test_a_frame_the_trail_cannot_record_is_not_relayed(fault_proxies, upstream,
 
 
 @pytest.mark.proxy
-@pytest.mark.xfail(reason="addon.requestheaders refuses every claimed request without a Content-Length under "
-                          "stream_large_bodies, the bodyless WebSocket handshake included: the console cannot "
-                          "connect (reported with issue 16)", strict=False)
 def test_websocket_handshake_is_not_refused_under_stream_large_bodies(fault_proxies, upstream):
+    """An HTTP/1 request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
+    6.3): the console's handshake must not be refused as a body that could be streamed."""
     proxy = fault_proxies("scrub", True)
     upstream.clear()
     _ws_send(proxy, [GENUINE.decode()])

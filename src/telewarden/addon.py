@@ -300,17 +300,16 @@ class Telewarden:
             limit = self.stream_limit
             if limit is None or (self.mode is Mode.AUDIT and not self.sink):
                 return
-            length = flow.request.headers.get("content-length")
-            if length is None or not length.isdigit() or int(length) > limit:
-                ex = http_exchange(flow, asked=asked, hosts=hosts)
-                reason = (f"streamed: the body may exceed stream_large_bodies ({limit} bytes) and would "
-                          f"pass the proxy uninspected; refused before sending")
-                finding = Finding("telewarden.body.streamed", "body", reason, UNVERIFIABLE, Severity.HIGH)
-                verdict = Verdict(ex.id, Decision.BLOCKED, self.mode, findings=[finding], error=reason,
-                                  pack=pack.id)
-                self._record(verdict, ex, flow)
-                self._annotate(flow, verdict)
-                flow.kill()
+            if not _may_exceed(flow.request, limit):
+                return
+            ex = http_exchange(flow, asked=asked, hosts=hosts)
+            reason = (f"streamed: the body may exceed stream_large_bodies ({limit} bytes) and would "
+                      f"pass the proxy uninspected; refused before sending")
+            finding = Finding("telewarden.body.streamed", "body", reason, UNVERIFIABLE, Severity.HIGH)
+            verdict = Verdict(ex.id, Decision.BLOCKED, self.mode, findings=[finding], error=reason, pack=pack.id)
+            self._record(verdict, ex, flow)
+            self._annotate(flow, verdict)
+            flow.kill()
         except Exception as e:  # noqa: BLE001 - fail closed
             if self.mode is not Mode.AUDIT:
                 log.error(f"telewarden: requestheaders failed ({type(e).__name__}); refusing the request")
@@ -584,6 +583,16 @@ class Telewarden:
                         else f"telewarden: {worst.upper()} ({summary})")
         if worst != "forwarded" or rules:
             flow.marked = _WORST_MARKS[worst]
+
+
+def _may_exceed(req: http.Request, limit: int) -> bool:
+    """Whether a request's body could outgrow `limit` (and so be streamed past the hooks). An
+    HTTP/1 request with neither Content-Length nor Transfer-Encoding has no body at all (RFC 9112
+    6.3), the WebSocket handshake among them; HTTP/2 and 3 can carry one without announcing it."""
+    length = req.headers.get("content-length")
+    if length is not None:
+        return not length.isdigit() or int(length) > limit
+    return "transfer-encoding" in req.headers or not req.http_version.startswith("HTTP/1")
 
 
 def _stat_all(paths: set[Path]) -> dict[Path, tuple[int, int]]:

@@ -787,3 +787,24 @@ def test_trailer_names_known_and_unknown(engine):
     pointers = sorted(f.pointer for f in engine.inspect(ex, Mode.SCRUB).findings)
     key = engine.digest("x-acme")[12:24]
     assert pointers == [f"header:trailer:(key:{key}, 6 chars)", "header:trailer:user-agent"]
+
+
+def test_request_line_findings_in_full(engine):
+    # rule, pointer, message, promise, severity, repair: what every report shows
+    ex = exchange(GOOD, headers=[("User-Agent", GO_UA), ("Cookie", "a=b")], query="q=1")
+    ex.target_problem, ex.raw_target = "non-canonical", "/v1//http?q=1"
+    found = {f.rule: (f.pointer, f.message, f.promise, f.severity.value, f.repair, f.digest)
+             for f in engine.inspect(ex, Mode.SCRUB).findings}
+    generic = engine.packs[0].generic_promise
+    assert found == {
+        "telewarden.request.target": (
+            "path", "the request target is not in canonical form (non-canonical): a server could read it differently "
+                    "from how it was judged", "what is forwarded is exactly what was judged", "high",
+            "forwarded in canonical form", engine.digest("/v1//http?q=1")),
+        "hasura.query": ("query", "the endpoint takes no query string", generic, "high", None, engine.digest("q=1")),
+        "hasura.header.unexpected": ("header:cookie", "a header this endpoint does not expect", generic, "medium",
+                                     "header removed", engine.digest("a=b")),
+    }
+    ex.raw_target = ""  # the adapter did not keep it: the canonical path is what is shown by digest
+    f = next(f for f in engine.inspect(ex, Mode.SCRUB).findings if f.rule == "telewarden.request.target")
+    assert f.digest == engine.digest("/v1/http")

@@ -808,3 +808,15 @@ def test_request_line_findings_in_full(engine):
     ex.raw_target = ""  # the adapter did not keep it: the canonical path is what is shown by digest
     f = next(f for f in engine.inspect(ex, Mode.SCRUB).findings if f.rule == "telewarden.request.target")
     assert f.digest == engine.digest("/v1/http")
+
+
+def test_findings_without_a_value_carry_no_digest_and_detector_previews_say_what_they_saw(packs):
+    eng = Engine(packs, digest_key=KEY)
+    [f] = eng.inspect(exchange({"topic": "no-such-kind"}), Mode.SCRUB).findings
+    assert (f.rule, f.digest, f.preview) == ("hasura.kind.unknown", None, None)
+    body = {**CLI, "data": {**CLI["data"], "os_arch": "jane@acme-corp.com"}}
+    ex = exchange(body, headers=[("User-Agent", GO_UA), ("Cookie", "a=b")])
+    eng.keep_values = True  # the local report (check --show-values) also gets the raw header pointer
+    found = {f.rule: f for f in eng.inspect(ex, Mode.SCRUB).findings}
+    assert found["hasura.header.unexpected"].raw_pointer == "header:cookie"
+    assert any(f.preview and f.preview.endswith("looks like email") for f in found.values()), found

@@ -407,3 +407,36 @@ def test_odd_records_and_endless_made_up_values_stay_bounded(packs):
     assert len(ledger.timeline.buckets) <= ledger.timeline.limit
     for view in (render_html, render_markdown, summary):
         assert view(ledger)
+
+
+def test_client_versions_are_where_the_pack_says(tmp_path, packs):
+    from conftest import exchange
+    from telewarden.packs import PackError, load_pack, load_packs
+
+    hasura = next(p for p in packs if p.id == "hasura")
+    assert dict((k.id, k.versions) for k in hasura.kinds)["cli"] == (("data", "version"),)
+    body = json.loads(json.dumps(PAYLOADS["cli-v2.48-no-error"]))
+    body["data"]["server_version"] = "v1.3.0"
+    text = (EXAMPLES.parent / "rules" / "hasura.yaml").read_text()
+    pack_file = tmp_path / "hasura.yaml"
+    pack_file.write_text(text.replace("    schema: hasura/cli.schema.json\n    versions: [/data/version]",
+                                      "    schema: hasura/cli.schema.json\n    versions: [/data/server_version]"))
+    for loaded, want in ((packs, "v2.48.10"), (load_packs([pack_file]), "v1.3.0")):
+        engine = Engine(loaded, digest_key=KEY)
+        ledger = Ledger(loaded)
+        ex = exchange(body)
+        observe(ledger, engine, ex, engine.inspect(ex, Mode.SCRUB), "x")
+        assert ledger.packs["hasura"].versions == Counter({("cli", want): 1})
+    # a kind that names no version has none, even where the fallback list would find one
+    ledger = Ledger(packs)
+    engine = Engine(packs, digest_key=KEY)
+    ex = exchange(PAYLOADS["server-resources-v2.26"])
+    observe(ledger, engine, ex, engine.inspect(ex, Mode.SCRUB), "y")
+    assert ledger.packs["hasura"].versions == Counter({("server-resources", "(no version field)"): 1})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("versions: [/data/version]", "versions: [/data/no_such_field]", 1))
+    with pytest.raises(PackError, match=r"kind 'server-v1': versions: '/data/no_such_field' cannot hold a value"):
+        load_pack(bad)
+    bad.write_text(text.replace("versions: [/data/version]", "versions: [data/version]", 1))
+    with pytest.raises(PackError, match="does not match"):
+        load_pack(bad)

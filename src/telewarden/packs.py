@@ -96,6 +96,7 @@ class Kind:
     # An event kind (`within: <batch kind>`) is chosen only for the items of that kind's batch.
     within: str | None = None
     batch: "Batch | None" = None  # this kind's message holds a batch of events
+    versions: tuple[Pointer, ...] = ()  # where its messages name the client's version (the ledger groups by it)
 
 
 @dataclass(slots=True)
@@ -154,6 +155,7 @@ class Pack:
     # no name (CONNECT to an IP without SNI, transparent mode) is still claimed.
     addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     value_files: tuple[Path, ...] = ()  # value-set files the pack references: a reload watches them too
+    versions: tuple[Pointer, ...] = ()  # client version pointers for kinds without their own `versions`
 
     def claims(self, host: str) -> bool:
         return host in self.hosts or any(host.endswith(s) for s in self.host_suffixes)
@@ -335,7 +337,14 @@ class _Compiler:
             id=d["pack"], title=d["title"], source=d["source"], file=str(self.path),
             promises=promises, generic_promise=promises[d["generic_promise"]],
             hosts=frozenset(hosts), host_suffixes=tuple(suffixes), endpoints=endpoints,
-            kinds=kinds, rules=rules, detectors=detectors, addresses=self._addresses(d.get("addresses", [])), value_files=tuple(self.value_files))
+            kinds=kinds, rules=rules, detectors=detectors, addresses=self._addresses(d.get("addresses", [])), value_files=tuple(self.value_files),
+            versions=self._pointers("pack", d.get("versions") or []))
+
+    def _pointers(self, where: str, items: list[str]) -> tuple[Pointer, ...]:
+        try:
+            return tuple(parse_pointer(p) for p in items)
+        except ValueError as e:
+            raise self.fail(where, f"versions: {e}") from None
 
     def _addresses(self, items: list[str]) -> tuple:
         nets = []
@@ -414,9 +423,14 @@ class _Compiler:
             raise self.fail(where, str(e)) from None
         if batch is not None and (not batch.at or "*" in batch.at):
             raise self.fail(where, "batch 'at' must name one array (no '*', not the whole message)")
+        versions = self._pointers(where, k.get("versions") or [])
+        for p in versions:
+            if not schemaplan.possible(schema, p):
+                raise self.fail(where, f"versions: {format_pointer(p)!r} cannot hold a value in a message valid under "
+                                       f"the kind's schema")
         return Kind(id=k["id"], title=k.get("title", k["id"]), endpoints=frozenset(k["endpoints"]),
                     when=when, has=has, validator=validator, schema=schema,
-                    schema_path=schema_path, within=k.get("within"), batch=batch)
+                    schema_path=schema_path, within=k.get("within"), batch=batch, versions=versions)
 
     def _rule(self, r: dict, promises: dict, routes: dict, kind_ids: set[str], endpoint_ids: set[str]) -> Rule:
         where = f"rule {r['id']!r}"

@@ -30,9 +30,8 @@ from ..engine import Engine
 from ..model import Decision, Exchange, Mode, Verdict
 from ..packs import Kind, Pack, format_pointer, parse_pointer
 
-# Where a message names its client's version, first present wins, until a pack says it with
-# `versions:` (per kind or per pack). Hasura: the CLI's own version, the server's (v1 `version`,
-# v2 `hasura_version`), the console's (the server that served it).
+# Where a message names its client's version, first present wins, for packs that do not say it
+# with `versions:` (per kind or per pack; the bundled Hasura pack does).
 FALLBACK_VERSION_POINTERS = ("/data/version", "/data/hasura_version", "/version", "/data/server_version",
                              "/server_version")
 # A version shown as is: digits and dots, an optional v, short pre-release/build tags. Anything else
@@ -631,6 +630,9 @@ def version_pointers(pack: Pack | None, kind: Kind | None) -> tuple[tuple[str, .
 
 
 def _version_pointers(pack: Pack | None, kind: Kind | None) -> tuple[tuple[str, ...], ...]:
+    if pack is not None and not getattr(pack, "versions", None) and any(getattr(k, "versions", None) for k in pack.kinds) \
+            and not getattr(kind, "versions", None):
+        return ()  # the pack says where versions are, and this kind names none
     for owner in (kind, pack):
         ptrs = getattr(owner, "versions", None) if owner is not None else None
         if ptrs:

@@ -440,3 +440,23 @@ def test_client_versions_are_where_the_pack_says(tmp_path, packs):
     bad.write_text(text.replace("versions: [/data/version]", "versions: [data/version]", 1))
     with pytest.raises(PackError, match="does not match"):
         load_pack(bad)
+
+
+def test_check_prints_the_same_summary_before_its_last_line(packs):
+    for demo in DEMOS:
+        out = io.StringIO()
+        checkrun.run(build_parser().parse_args(["check", str(demo)]), out)
+        text = out.getvalue()
+        lines = text.splitlines()
+        assert re.match(r"\d+ telemetry messages, \d+ with findings", lines[-1]), lines[-1]  # still check's last line
+        ledger = ledger_of([demo], packs)
+        for pl in ledger.packs.values():
+            if pl.messages:
+                assert f"promise ledger: {pl.id} ({pl.title}), {pl.messages} messages, {pl.flagged} with findings" in text
+                for row in pl.promises.values():
+                    if row.broken:
+                        label = "telewarden" if row.key.startswith("telewarden:") else row.key
+                        assert re.search(rf"BROKEN +{re.escape(label)} +{row.broken} of {row.checked} messages", text)
+    out = io.StringIO()
+    checkrun.run(build_parser().parse_args(["check", "--format", "json", str(DEMOS[0])]), out)
+    assert "promise ledger" not in out.getvalue()  # JSON stays one record per line

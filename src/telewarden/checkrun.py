@@ -18,7 +18,7 @@ from xml.etree import ElementTree as ET
 from mitmproxy import http, io
 from mitmproxy.addons.savehar import SaveHar
 
-from . import render
+from . import render, report
 from .cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, load_engine, parse_waivers, summary_line
 from .flows import ReadLog, Recorded, read
 from .mitmexchange import apply_to_request
@@ -274,6 +274,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             print(f"telewarden check: {flag} {target}: {why}", file=sys.stderr)
             return EXIT_ERROR
     engine = load_engine(args, waivers)
+    ledger = report.CheckTap(engine, args.mode, waivers=waivers) if args.format == "text" else None  # promise ledger
     show_values = getattr(args, "show_values", False)
     if show_values:
         if args.format != "text":
@@ -365,6 +366,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         except OSError as e:
             log.problem(f"--junit {args.junit}: cannot write: {e.strerror}")
     if args.format == "text":
+        if ledger is not None:  # the promise ledger's summary (telewarden report), before the summary line
+            ledger.write(out)
         out.write(summary_line(decisions, nfindings, flagged, judged) + f"; {passed} other messages passed through\n")
         if show_values:
             out.write(render.RAW_VALUES_BANNER + "\n")

@@ -22,6 +22,7 @@ from typing import Any
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.utils import human
 
+from telewarden import contentview
 from telewarden.audit import AuditError, AuditTrail
 from telewarden.cli import parse_waivers
 from telewarden.engine import DEFAULT_MAX_BODY, UNVERIFIABLE, Engine, Limits
@@ -122,6 +123,7 @@ class Telewarden:
         else:  # the script was reloaded: the guard asks this instance from now on
             guard.decide, guard.claimed = self._transport_decision, self._connection_claimed
         install_websocket_guard(self._control_frame)
+        contentview.register(lambda: self.engine, lambda: self.mode)  # mitmweb's `telewarden` view
 
     def configure(self, updated: set[str]) -> None:
         if "stream_large_bodies" in updated:

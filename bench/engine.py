@@ -38,6 +38,7 @@ from telewarden import strictjson  # noqa: E402
 from telewarden.engine import Engine  # noqa: E402
 from telewarden.model import Exchange, Mode, Transport  # noqa: E402
 from telewarden.packs import bundled_dir, load_packs  # noqa: E402
+from telewarden import patterns  # noqa: E402
 from telewarden.patterns import ADVERSARIAL_UNITS, compile_pattern  # noqa: E402
 
 EX = Path(__file__).resolve().parents[1] / "examples"
@@ -89,25 +90,7 @@ def cold(engine: Engine, mix: list[Exchange], mode: Mode, messages: int, clear_m
 
 
 def pack_patterns() -> list[str]:
-    import yaml
-    found: list[str] = []
-
-    def walk(v):
-        if isinstance(v, dict):
-            for k, x in v.items():
-                if k in ("pattern", "keep_tokens") and isinstance(x, str):
-                    found.append(x)
-                elif k == "extra" and isinstance(x, dict):
-                    found.extend(p for p in x.values() if isinstance(p, str))
-                else:
-                    walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-
-    for f in sorted(Path(bundled_dir("rules")).rglob("*.y*ml")):
-        walk(yaml.safe_load(f.read_text()))
-    return sorted(set(found))
+    return patterns.pack_patterns(Path(bundled_dir("rules")))
 
 
 def worst_case(engine: Engine, size: int) -> None:

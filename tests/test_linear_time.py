@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import PAYLOADS, exchange
 from telewarden import strictjson
 from telewarden.detectors import DETECTOR_PATTERNS, DetectorSet
 from telewarden.model import Decision, Mode
 from telewarden.packs import bundled_dir, load_packs
+from telewarden import patterns
 from telewarden.patterns import ADVERSARIAL_UNITS, compile_pattern
 
 MAX_BODY = 1 << 20
@@ -48,25 +48,7 @@ def assert_linear(fn, unit: str, what: str) -> None:
 
 
 def pack_patterns() -> list[str]:
-    """Every `pattern` (checks, value sets), `keep_tokens` and extra detector in the bundled packs."""
-    found: list[str] = []
-
-    def walk(v):
-        if isinstance(v, dict):
-            for k, x in v.items():
-                if k in ("pattern", "keep_tokens") and isinstance(x, str):
-                    found.append(x)
-                elif k == "extra" and isinstance(x, dict):
-                    found.extend(p for p in x.values() if isinstance(p, str))
-                else:
-                    walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-
-    for f in sorted(Path(bundled_dir("rules")).rglob("*.y*ml")):
-        walk(yaml.safe_load(f.read_text()))
-    return sorted(set(found))
+    return patterns.pack_patterns(Path(bundled_dir("rules")))
 
 
 ALL = DetectorSet(list(DETECTOR_PATTERNS))

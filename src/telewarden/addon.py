@@ -29,7 +29,7 @@ from telewarden.engine import DEFAULT_MAX_BODY, UNVERIFIABLE, Engine, Limits
 from telewarden.mitmexchange import apply_to_request, candidate_hosts, http_exchange, websocket_exchange
 from telewarden.names import normalize_host
 from telewarden.model import Decision, Exchange, Finding, Mode, Severity, Transport, Verdict
-from telewarden.packs import PackError, load_packs
+from telewarden.packs import PackError, file_stamps, load_packs
 from telewarden.render import record
 from telewarden.transport import GUARD_KEY, TransportGuard, install_websocket_guard
 
@@ -168,7 +168,7 @@ class Telewarden:
             self.trail.close()
         self.engine, self.trail, self.mode = engine, trail, mode
         self.block_status = opts.telewarden_block_status
-        self._watched = _stat_all({f for p in packs for f in p.files()})
+        self._watched = file_stamps({f for p in packs for f in p.files()})
         log.info(f"telewarden: mode={mode.value}, packs={', '.join(p.id for p in packs)}, audit={trail.folder}")
 
     def running(self) -> None:
@@ -199,7 +199,7 @@ class Telewarden:
         while True:
             await asyncio.sleep(max(ctx.options.telewarden_reload_ms, 200) / 1000)
             try:
-                now = _stat_all(set(self._watched))
+                now = file_stamps(set(self._watched))
             except Exception:  # noqa: BLE001 - never let the watcher die
                 continue
             if now != self._watched:
@@ -595,17 +595,6 @@ def _may_exceed(req: http.Request, limit: int) -> bool:
     if length is not None:
         return not length.isdigit() or int(length) > limit
     return "transfer-encoding" in req.headers or not req.http_version.startswith("HTTP/1")
-
-
-def _stat_all(paths: set[Path]) -> dict[Path, tuple[int, int]]:
-    out = {}
-    for p in paths:
-        try:
-            st = p.stat()
-            out[p] = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            out[p] = (-1, -1)  # removed: a change too
-    return out
 
 
 addons = [Telewarden()]

@@ -592,3 +592,15 @@ def load_packs(paths: Sequence[Path], *, include_bundled: bool = True) -> list[P
             if pack.id not in ids:
                 packs.append(pack)
     return packs
+
+
+def file_stamps(paths: Iterable[Path]) -> dict[Path, tuple[int, int]]:
+    """(mtime, size) of each file a reload watches; a removed file is a change too."""
+    out = {}
+    for p in paths:
+        try:
+            st = p.stat()
+            out[p] = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            out[p] = (-1, -1)
+    return out

@@ -19,6 +19,8 @@ this calls the RE2 binding directly on UTF-8 bytes (~1.5 µs). Text is encoded w
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from re2 import _re2
 
 __all__ = ["Pattern", "PatternError", "compile_any", "compile_pattern"]
@@ -160,3 +162,29 @@ ADVERSARIAL_UNITS: tuple[str, ...] = (
     "1::1%", "jane@acme.com ", "http://", "http://a", "token ", "Bearer  ", "secret=", "secret", "/home/",
     "/home/a/", "C:\\Users\\", "ghp_a", "glpat-", "-----BEGIN A ", "AKIA", "hasura ", "v1.", "TABLE_NAME|",
 )
+
+
+def pack_patterns(rules_dir: Path) -> list[str]:
+    """Every `pattern` (checks, value sets), `keep_tokens` and extra detector in the packs and
+    value files under `rules_dir`: what the linear-time test and the engine bench feed
+    adversarial inputs to."""
+    import yaml  # noqa: PLC0415 (only the test and the bench need it)
+
+    found: list[str] = []
+
+    def walk(v: object) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k in ("pattern", "keep_tokens") and isinstance(x, str):
+                    found.append(x)
+                elif k == "extra" and isinstance(x, dict):
+                    found.extend(p for p in x.values() if isinstance(p, str))
+                else:
+                    walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    for f in sorted(rules_dir.rglob("*.y*ml")):
+        walk(yaml.safe_load(f.read_text()))
+    return sorted(set(found))

@@ -84,19 +84,9 @@ def build_engine(args: argparse.Namespace, key: bytes) -> Engine:
 
 
 def _pack_files(engine: Engine) -> dict[Path, tuple[int, int]]:
-    out = {}
-    for pack in engine.packs:
-        try:
-            files = pack.files()
-        except Exception:  # noqa: BLE001 - an older Pack: watch the pack file alone
-            files = {Path(pack.file)}
-        for f in files:
-            try:
-                st = f.stat()
-                out[f] = (st.st_mtime_ns, st.st_size)
-            except OSError:
-                out[f] = (-1, -1)  # removed: a change too
-    return out
+    from ..packs import file_stamps  # noqa: PLC0415
+
+    return file_stamps({f for pack in engine.packs for f in pack.files()})
 
 
 async def _watch(server, args: argparse.Namespace) -> None:

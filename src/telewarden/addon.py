@@ -184,6 +184,9 @@ class Telewarden:
             self._resolver = loop.create_task(self._resolve_forever())
         if self._summary is None:
             self._summary = loop.create_task(self._summarize_forever())
+        # mitmproxy listens before its startup ends, and an error logged until then (a client's
+        # request that crashes a connection, say) makes mitmdump exit: say when startup is over.
+        log.info("telewarden: running")
 
     @command.command("telewarden.reload")
     def reload(self) -> None:

@@ -223,16 +223,24 @@ class Proxy:
         return self
 
     def wait_listening(self, timeout: float = 30.0) -> None:
+        """Until the port accepts and mitmproxy's startup is over (the addon says `running`): an
+        error logged before that, e.g. a test's hostile request crashing its connection, would
+        make mitmdump exit."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"proxy exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                    pass
             except OSError:
                 time.sleep(0.05)
-        raise TimeoutError(f"proxy did not listen within {timeout}s:\n{self.log.read_text()[-3000:]}")
+                continue
+            if "telewarden: running" in self.log.read_text(errors="replace"):
+                time.sleep(0.1)  # mitmproxy's last startup check runs right after the hooks
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"proxy did not start within {timeout}s:\n{self.log.read_text()[-3000:]}")
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.proc and self.proc.poll() is None:

@@ -241,7 +241,8 @@ class Engine:
                                                                 "repaired)" if sni else ""),
                       pack.generic_promise, Severity.HIGH, None, unrepairable=sni,
                       repair_text=None if sni else "set to the claimed host name")
-            work.set_host = not sni or work.set_host
+            if not sni:
+                work.set_host = True
         if hosts > 1:
             self._add(work, pack, "telewarden.request.other-host", "header:host", None,
                       f"{hosts} Host headers: servers disagree on which one counts", pack.generic_promise,

@@ -229,3 +229,60 @@ def test_detectors_keep_no_hit_in_memory():
     for d in ds._detectors:
         for p in (d.start, d.mid, d.core, d.not_before):
             assert p is None or p._seen is None
+
+
+# -- none_in_json: one pass over the whole JSON text stands for a search per string ----------------
+
+from telewarden import strictjson  # noqa: E402
+from telewarden.detectors import _BUILTINS, _Builtin, _quote_is_edge  # noqa: E402
+
+_PIECES = ["ghp_", "A" * 36, "AKIA", "Z" * 16, "10.0.0.1", "::1", "fe80::1%eth0", "a@b.co", "http://x.y/z",
+           "example.com", "db01.acme.internal", "eyJhbGciOi", ".", ":", "/", "-", "@", " ", "é", "bearer ",
+           "x" * 12, "/home/u", "PRIVATE KEY", "-----BEGIN ", "=", "password=", "hunter22", "\"", "\\", "\n"]
+_strings = st.lists(st.sampled_from(_PIECES), max_size=6).map("".join)
+_docs = st.recursive(_strings | st.integers(-5, 5),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_strings, inner, max_size=4),
+                     max_leaves=12)
+
+
+def _strings_of(doc):
+    if isinstance(doc, str):
+        yield doc
+    elif isinstance(doc, dict):
+        for v in doc.values():
+            yield from _strings_of(v)
+    elif isinstance(doc, list):
+        for v in doc:
+            yield from _strings_of(v)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_docs)
+def test_none_in_json_implies_no_string_has_a_hit(doc):
+    ds = DetectorSet(DETECTOR_PATTERNS)
+    body = strictjson.dumps(doc)
+    if ds.none_in_json(body):
+        assert [s for s in _strings_of(doc) if ds.first(s)] == []
+
+
+def test_none_in_json_sees_hits_at_a_string_edge_and_not_through_escapes():
+    ds = DetectorSet(DETECTOR_PATTERNS)
+    for value in ("10.0.0.1", "db01.acme.internal", "fe80::1", "a@b.co", "ghp_" + "A" * 36):
+        assert ds.first(value), value
+        assert not ds.none_in_json(strictjson.dumps({"v": value})), value
+        assert not ds.none_in_json(strictjson.dumps([value, 1])), value
+    # an escape makes a string's value differ from its text: never judged from the text
+    escaped = b'{"v":"ghp\\u005f' + b"A" * 36 + b'"}'
+    assert ds.first(json.loads(escaped)["v"]) and not ds.none_in_json(escaped)
+    assert ds.none_in_json(b'{"topic":"cli","count":3}')
+
+
+def test_whole_text_check_only_for_patterns_a_quote_cannot_fool():
+    assert all(_quote_is_edge(b) for b in _BUILTINS.values())  # the fast path is on for the bundled set
+    assert not _quote_is_edge(_Builtin(r"^secret"))  # needs the start of the text itself
+    assert not _quote_is_edge(_Builtin(r"x$"))
+    assert not _quote_is_edge(_Builtin(r"k", not_before='a"'))  # a quote is not context there
+    assert not _quote_is_edge(_Builtin(r"k", not_after='"'))
+    assert _quote_is_edge(_Builtin(r"[^a]k", not_before="a", not_after="b"))
+    custom = DetectorSet(["email"], extra={"internal": r"^int-[0-9]+$"})
+    assert not custom.none_in_json(b'{"v":"nothing here"}')  # a pack's own pattern: string by string

@@ -532,8 +532,13 @@ def _drop(value: Any) -> Any:
 
 def _holds(kind: Kind, doc: Any) -> bool:
     """A kind's `when` values and `has` pointers hold for this document."""
-    return all(_get(doc, p, _MISSING) in values for p, values in kind.when) and all(
-        _get(doc, p, _MISSING) is not _MISSING for p in kind.has)
+    for p, values in kind.when:
+        if _get(doc, p, _MISSING) not in values:
+            return False
+    for p in kind.has:
+        if _get(doc, p, _MISSING) is _MISSING:
+            return False
+    return True
 
 
 # -- a message in the query string ----------------------------------------------------------------

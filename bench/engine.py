@@ -34,12 +34,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from telewarden import strictjson  # noqa: E402
-from telewarden.engine import Engine  # noqa: E402
-from telewarden.model import Exchange, Mode, Transport  # noqa: E402
-from telewarden.packs import bundled_dir, load_packs  # noqa: E402
-from telewarden import patterns  # noqa: E402
-from telewarden.patterns import ADVERSARIAL_UNITS, compile_pattern  # noqa: E402
+from telewarden.engine import strictjson  # noqa: E402
+from telewarden.engine.judge import Engine  # noqa: E402
+from telewarden.engine.model import Exchange, Mode, Transport  # noqa: E402
+from telewarden.engine.packs import bundled_dir, load_packs  # noqa: E402
+from telewarden.engine import patterns  # noqa: E402
+from telewarden.engine.patterns import ADVERSARIAL_UNITS, compile_pattern  # noqa: E402
 
 EX = Path(__file__).resolve().parents[1] / "examples"
 

@@ -1,6 +1,6 @@
 """Benchmark-only mitmproxy addon: CPU time spent in telewarden's hooks, against the process's.
 
-    mitmdump -s src/telewarden/addon.py -s bench/hooktime.py   (bench/proxy.py --hooktime adds it)
+    mitmdump -s src/telewarden/proxy/addon.py -s bench/hooktime.py   (bench/proxy.py --hooktime adds it)
 
 Load it after telewarden. It wraps every hook of the telewarden addon and of its transport guard
 with a thread-CPU-time counter and, every 0.2 s, writes the running totals (per hook, and the

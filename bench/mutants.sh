@@ -48,6 +48,17 @@ tests_for() {
   esac
 }
 
+# Where each module lives (src/telewarden/<layer>/<file>.py).
+path_of() {
+  case "$1" in
+    engine) echo engine/judge ;;
+    strictjson|routes|detectors|packs) echo "engine/$1" ;;
+    audit) echo audit/trail ;;
+    checkrun) echo recordings/check ;;
+    addon) echo proxy/addon ;;
+  esac
+}
+
 py=$here/.venv/bin/python
 [ -x "$py" ] || { echo "mutants: $py missing: run ./tw setup first" >&2; exit 3; }
 venv=$work/venv
@@ -83,7 +94,7 @@ for mod in "${mods[@]}"; do
   (cd "$copy" && env -u TELEWARDEN_AUDIT_KEY XDG_CONFIG_HOME="$copy/.config" PYTHONPATH="$copy/src" \
      timeout 600 "$py" -m pytest -q -rf -p no:cacheprovider -m "not proxy" -o "addopts=-p pytester" \
      $(for t in $tests; do [ -f "$copy/$t" ] && printf '%s ' "$t"; done) > "$copy/baseline.log" 2>&1) || true
-  "$py" - "$copy" "$mod" $tests <<'PY'
+  "$py" - "$copy" "$(path_of "$mod")" $tests <<'PY'
 import json, re, sys
 from pathlib import Path
 copy, mod, tests = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
@@ -105,7 +116,7 @@ timeout_multiplier = 5.0
 use_git_change_detection = false
 """)
 PY
-  echo "== $mod: mutating src/telewarden/$mod.py against: $tests (limit ${limit}s)" >&2
+  echo "== $mod: mutating src/telewarden/$(path_of "$mod").py against: $tests (limit ${limit}s)" >&2
   set +e
   (cd "$copy" && env -u TELEWARDEN_AUDIT_KEY XDG_CONFIG_HOME="$copy/.config" PYTHONPATH="$copy/src" \
      timeout --signal=INT --kill-after=30 "$limit" "$venv/bin/mutmut" run --max-children "$jobs" \

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from proxy import HOST, bodies, wait_port  # noqa: E402
 from support.harness import ensure_ca, free_port, make_upstream_cert  # noqa: E402
 
-from telewarden.audit import verify  # noqa: E402
+from telewarden.audit.trail import verify  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

@@ -22,7 +22,7 @@ COUNTS["frames"] = 0
 
 
 def judge(body: bytes, websocket: bool) -> None:
-    from telewarden.model import Exchange, Mode, Transport
+    from telewarden.engine.model import Exchange, Mode, Transport
 
     t = Transport.WEBSOCKET if websocket else Transport.HTTP
     v = ENGINE.inspect(Exchange(t, "WS" if websocket else "POST", ("telemetry.hasura.io",), 443,
@@ -54,8 +54,8 @@ async def ws(request: web.Request) -> web.WebSocketResponse:
 async def main(plain: int, tls: int, cert: str, key: str, summary: str | None) -> None:
     global ENGINE
     if summary:
-        from telewarden.engine import Engine
-        from telewarden.packs import load_packs
+        from telewarden.engine.judge import Engine
+        from telewarden.engine.packs import load_packs
 
         ENGINE = Engine(load_packs([]), digest_key=b"soak")
         stop = asyncio.Event()

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from engine import exchanges  # noqa: E402  (bench/engine.py)
 
-from telewarden.engine import Engine  # noqa: E402
-from telewarden.model import Exchange, Mode, Transport  # noqa: E402
-from telewarden.render import record  # noqa: E402
+from telewarden.engine.judge import Engine  # noqa: E402
+from telewarden.engine.model import Exchange, Mode, Transport  # noqa: E402
+from telewarden.audit.render import record  # noqa: E402
 
 
 def flat(ex: Exchange) -> tuple:
@@ -41,7 +41,7 @@ def flat(ex: Exchange) -> tuple:
 
 def unflat(t: tuple) -> Exchange:
     return Exchange(Transport(t[0]), *t[1:])
-from telewarden.packs import load_packs  # noqa: E402
+from telewarden.engine.packs import load_packs  # noqa: E402
 
 
 def worker(conn, cpu: int | None) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from telewarden import strictjson
-from telewarden.engine import Engine
-from telewarden.model import Exchange, Mode, Transport
-from telewarden.packs import load_packs
+from telewarden.engine import strictjson
+from telewarden.engine.judge import Engine
+from telewarden.engine.model import Exchange, Mode, Transport
+from telewarden.engine.packs import load_packs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

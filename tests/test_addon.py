@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from mitmproxy.test import tflow
 
-from telewarden.addon import Telewarden
-from telewarden.model import Decision, Finding, Mode, Severity, Verdict
+from telewarden.proxy.addon import Telewarden
+from telewarden.engine.model import Decision, Finding, Mode, Severity, Verdict
 
 
 def verdict(decision: Decision, rule: str | None = None) -> Verdict:

@@ -20,9 +20,10 @@ from support.harness import HOST
 
 # the console runs in a browser: its handshake carries a browser's User-Agent (hasura.console.user-agent)
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
-from telewarden import audit, render, strictjson
-from telewarden.audit import AuditError, AuditTrail, verify
-from telewarden.model import Mode
+from telewarden.audit import trail as audit, render
+from telewarden.engine import strictjson
+from telewarden.audit.trail import AuditError, AuditTrail, verify
+from telewarden.engine.model import Mode
 
 RECORD_SCHEMA = json.loads((ROOT / "schemas" / "audit-record.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(RECORD_SCHEMA, format_checker=jsonschema.FormatChecker())
@@ -399,7 +400,7 @@ def test_nothing_planted_leaks_into_either_log(start_proxy, upstream, mode):
             if len(part) >= 6 and part not in ("hasura", "internal"):
                 assert part not in jsonl and part not in human, (name, part)
     # the keyed digest lets a reviewer correlate: the same key gives the same digest
-    from telewarden.engine import Engine
+    from telewarden.engine.judge import Engine
     eng = Engine([], digest_key=b"integration-test-key")
     cli_cmd = f"hasura migrate apply --admin-secret {PLANTED['secret']} --endpoint https://{PLANTED['host']}"
     assert eng.digest(cli_cmd) in jsonl

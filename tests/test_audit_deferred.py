@@ -8,9 +8,9 @@ import io
 import pytest
 
 from conftest import VIOLATIONS, exchange
-from telewarden import audit, render
-from telewarden.audit import AuditTrail, verify
-from telewarden.model import Mode
+from telewarden.audit import trail as audit, render
+from telewarden.audit.trail import AuditTrail, verify
+from telewarden.engine.model import Mode
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 from conftest import PAYLOADS, ROOT
 from support.harness import BROWSER_UA, HOST, Proxy
 from support.rawpeer import RawUpstream, exchange, http_request, tunnel
-from telewarden import strictjson
+from telewarden.engine import strictjson
 from test_hardening import RESULTS, SENTINEL
 
 pytestmark = pytest.mark.proxy

@@ -15,7 +15,7 @@ from websockets.sync.client import connect
 
 from conftest import EXAMPLES, PAYLOADS, VIOLATIONS
 from support.harness import HOST
-from telewarden import strictjson
+from telewarden.engine import strictjson
 
 TW = str(Path(sys.executable).parent / "telewarden")
 BAD_HTTP = [c for c in VIOLATIONS if c["transport"] == "http"]
@@ -182,7 +182,7 @@ def test_missing_file_and_broken_rules_are_exit_2(tmp_path):
 
 
 def test_progress_shows_on_a_terminal_and_never_in_ci(monkeypatch):
-    from telewarden.checkrun import Progress
+    from telewarden.recordings.check import Progress
 
     class Tty:
         def __init__(self):

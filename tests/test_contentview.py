@@ -13,11 +13,11 @@ from mitmproxy import websocket
 from mitmproxy.test import taddons, tflow
 
 from conftest import KEY, PAYLOADS
-from telewarden import contentview
-from telewarden.addon import Telewarden
-from telewarden.engine import Engine
-from telewarden.mitmexchange import apply_to_request, http_exchange
-from telewarden.model import Mode
+from telewarden.proxy import contentview
+from telewarden.proxy.addon import Telewarden
+from telewarden.engine.judge import Engine
+from telewarden.proxy.exchange import apply_to_request, http_exchange
+from telewarden.engine.model import Mode
 
 LEAKY_CLI = {**PAYLOADS["cli-v2.48-no-error"],
              "data": {**PAYLOADS["cli-v2.48-no-error"]["data"],
@@ -153,8 +153,8 @@ def test_in_a_real_mitmweb_on_a_recording(tmp_path, confdir):
     from support.harness import free_port
 
     script = tmp_path / "tw_with_view.py"
-    script.write_text("from telewarden.addon import addons\n"
-                      "from telewarden import contentview\n"
+    script.write_text("from telewarden.proxy.addon import addons\n"
+                      "from telewarden.proxy import contentview\n"
                       "contentview.register(lambda: addons[0].engine, lambda: addons[0].mode)\n")
     web, proxy = free_port(), free_port()
     mitmweb = Path(sys.executable).with_name("mitmweb")

@@ -11,7 +11,7 @@ import zlib
 import brotli
 import pytest
 
-from telewarden.decoding import BAD_ENCODING, HIDDEN_DATA, MAX_MEMBERS, DecodeError, decode, zstd
+from telewarden.engine.decoding import BAD_ENCODING, HIDDEN_DATA, MAX_MEMBERS, DecodeError, decode, zstd
 
 DATA = b'{"topic":"cli","data":{"command":"hasura version"}}' * 10
 SECRET = b'{"command":"hasura migrate apply --admin-secret hunter2"}'

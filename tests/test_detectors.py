@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import PAYLOADS
-from telewarden.detectors import DETECTOR_PATTERNS, DetectorSet, mask
+from telewarden.engine.detectors import DETECTOR_PATTERNS, DetectorSet, mask
 
 ALL = DetectorSet(DETECTOR_PATTERNS)
 
@@ -89,8 +89,8 @@ import re  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from telewarden.detectors import MAX_CANDIDATES  # noqa: E402
-from telewarden.patterns import PatternError, compile_pattern  # noqa: E402
+from telewarden.engine.detectors import MAX_CANDIDATES  # noqa: E402
+from telewarden.engine.patterns import PatternError, compile_pattern  # noqa: E402
 
 _TLD_ALT = ("com|net|org|io|dev|app|cloud|ai|co|info|biz|me|us|uk|de|fr|nl|se|no|fi|dk|es|it|ch|at|be|eu|ca|au|"
             "nz|jp|cn|in|br|ru|kr|tw|sg|hk|za|mx|ar|cl|il|tr|ua|cz|gr|pt|ie|hu|ro|gov|edu|mil|int|local|"
@@ -205,7 +205,7 @@ def test_compiled_pattern_api():
 
 
 def test_compile_any_is_one_pattern_for_a_value_set():
-    from telewarden.patterns import compile_any
+    from telewarden.engine.patterns import compile_any
     rx = compile_any([r"ee-benefits-[A-Za-z0-9_-]{1,64}-link", r"(?P<id>[a-z-]+)-tab", r"(?P<id>[0-9]+)"])
     assert rx.fullmatch("ee-benefits-x1-link") and rx.fullmatch("schema-registry-tab") and rx.fullmatch("42")
     assert not rx.fullmatch("ee-benefits-x1-link-2") and not rx.fullmatch("")
@@ -233,8 +233,8 @@ def test_detectors_keep_no_hit_in_memory():
 
 # -- none_in_json: one pass over the whole JSON text stands for a search per string ----------------
 
-from telewarden import strictjson  # noqa: E402
-from telewarden.detectors import _BUILTINS, _Builtin, _quote_is_edge  # noqa: E402
+from telewarden.engine import strictjson  # noqa: E402
+from telewarden.engine.detectors import _BUILTINS, _Builtin, _quote_is_edge  # noqa: E402
 
 _PIECES = ["ghp_", "A" * 36, "AKIA", "Z" * 16, "10.0.0.1", "::1", "fe80::1%eth0", "a@b.co", "http://x.y/z",
            "example.com", "db01.acme.internal", "eyJhbGciOi", ".", ":", "/", "-", "@", " ", "é", "bearer ",

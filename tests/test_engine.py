@@ -9,8 +9,8 @@ import re
 import pytest
 
 from conftest import PAYLOADS, VIOLATIONS, exchange, inspect, is_console, payload_exchange
-from telewarden.engine import Engine
-from telewarden.model import Decision, Mode
+from telewarden.engine.judge import Engine
+from telewarden.engine.model import Decision, Mode
 
 
 @pytest.mark.parametrize("name", sorted(PAYLOADS))
@@ -191,7 +191,7 @@ def test_duplicate_key_hiding_a_second_value_is_caught(engine):
 
 
 def test_oversized_body_is_a_finding(packs):
-    from telewarden.engine import Limits
+    from telewarden.engine.judge import Limits
     small = Engine(packs, digest_key=b"k", limits=Limits(max_body=100))
     v = small.inspect(payload_exchange("server-v2.48-default-source"), Mode.SCRUB)
     assert [f.rule for f in v.findings] == ["telewarden.body.too-large"] and v.decision is Decision.BLOCKED
@@ -267,7 +267,7 @@ def test_nul_inside_a_string_is_a_finding(engine):
 
 @pytest.mark.parametrize("mode", ["audit", "scrub", "block"])
 def test_verdict_carries_the_mode_and_the_name_that_matched(engine, mode):
-    from telewarden import render
+    from telewarden.audit import render
     ex = exchange(PAYLOADS["cli-v1.3"])
     ex.hosts = ("127.0.0.1", "telemetry.hasura.io")  # connected address first, name second
     v = inspect(engine, ex, mode)
@@ -277,7 +277,7 @@ def test_verdict_carries_the_mode_and_the_name_that_matched(engine, mode):
 
 
 def test_data_hidden_in_the_path_or_a_header_name_never_reaches_the_record(engine):
-    from telewarden import render
+    from telewarden.audit import render
     ex = exchange(PAYLOADS["cli-v1.3"], path="/v1/collect/jane.doe@acme.com",
                   headers=[("X-db01.acme.internal", "1")])
     v = inspect(engine, ex, "block")
@@ -291,7 +291,7 @@ def test_data_hidden_in_the_path_or_a_header_name_never_reaches_the_record(engin
 
 
 def test_error_texts_never_echo_sender_chosen_strings(engine):
-    from telewarden import render
+    from telewarden.audit import render
     dup = b'{"topic":"cli","jane.doe@acme.com":1,"jane.doe@acme.com":2}'
     big = b'{"topic":"cli","n":98765432109e999}'
     for body in (dup, big):

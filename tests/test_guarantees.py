@@ -25,13 +25,14 @@ from mitmproxy.test import tflow
 
 from conftest import KEY, PAYLOADS, ROOT, VIOLATIONS, exchange
 from support.harness import BROWSER_UA, GO_UA, HOST, SUPPORT, Proxy
-from telewarden import audit, decoding, render, strictjson
-from telewarden.audit import AuditTrail, verify
-from telewarden.engine import Engine, Limits
-from telewarden.mitmexchange import http_exchange
-from telewarden.model import Decision, Mode
-from telewarden.packs import load_packs
-from telewarden.routes import RouteSet
+from telewarden.audit import trail as audit, render
+from telewarden.engine import decoding, strictjson
+from telewarden.audit.trail import AuditTrail, verify
+from telewarden.engine.judge import Engine, Limits
+from telewarden.proxy.exchange import http_exchange
+from telewarden.engine.model import Decision, Mode
+from telewarden.engine.packs import load_packs
+from telewarden.engine.routes import RouteSet
 
 CLI = PAYLOADS["cli-v2.48-no-error"]
 GOOD = strictjson.dumps(CLI)
@@ -197,7 +198,7 @@ def test_route_results_in_full():
 
 @pytest.mark.parametrize("bad", ["a", "/a/b{c", "/a/b}c", "/a/b(c", "/a/b)c", "/a/b|c", "/a/(b|c", "/a/{B"])
 def test_malformed_route_templates_name_the_template(bad):
-    from telewarden.routes import RouteError
+    from telewarden.engine.routes import RouteError
 
     with pytest.raises(RouteError, match="route template") as e:
         RouteSet("t", [bad])
@@ -452,8 +453,9 @@ def recording(path: Path, bodies: list[bytes], host: str = HOST) -> Path:
 
 
 def check(*argv: str) -> tuple[int, str]:
-    from telewarden import checkrun, cli
+    from telewarden.recordings import check as checkrun
 
+    from telewarden import cli
     out = io.StringIO()
     args, extra = cli.build_parser().parse_known_args(["check", *argv])
     args.extra = extra
@@ -464,7 +466,7 @@ def check(*argv: str) -> tuple[int, str]:
 def test_expect_no_telemetry_fails_on_one_clean_message(tmp_path, packs, monkeypatch, form):
     from telewarden import cli
 
-    from telewarden import checkrun
+    from telewarden.recordings import check as checkrun
 
     monkeypatch.setattr(cli, "load_packs", lambda paths, include_bundled=True: packs)  # loaded once
     real = checkrun.Progress  # its default stream is the stderr of import time (closed under mutmut)
@@ -764,7 +766,7 @@ def test_dropping_several_list_items_drops_exactly_those(engine):
 
 
 def test_previews_name_the_type_and_size_only():
-    from telewarden.engine import _preview
+    from telewarden.engine.judge import _preview
 
     assert [_preview(v, None) for v in (True, None, 3, 2.5, {"a": 1}, [1, 2], "abc", b"x")] == [
         "bool", "NoneType", "number", "number", "object, 1 keys", "array, 2 items", "string, 3 chars", "bytes"]

@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 
 from conftest import PAYLOADS, ROOT, VIOLATIONS, exchange
 from support.harness import BROWSER_UA, HOST
-from telewarden import strictjson
+from telewarden.engine import decoding, strictjson
 
 pytestmark = pytest.mark.proxy
 MODES = ["block", "scrub"]
@@ -117,7 +117,7 @@ HTTP_CASES = [
      ["-H", "Content-Encoding: gzip"], ["telewarden.body.hidden-data"], False),
     ("zstd, a second frame holding --admin-secret", "body",
      (lambda z: z.compress(GOOD) + z.compress(b' {"command":"hasura migrate apply --admin-secret"}'))(
-         __import__("telewarden.decoding").decoding.zstd),
+         decoding.zstd),
      ["-H", "Content-Encoding: zstd"], ["telewarden.body.invalid-json"], False),
     ("deflate with trailing bytes", "body", gzip.zlib.compress(GOOD) + b"--admin-secret hunter2",
      ["-H", "Content-Encoding: deflate"], ["telewarden.body.hidden-data"], False),
@@ -318,7 +318,7 @@ def test_killed_mid_load_and_restarted(start_proxy, upstream, engine, mode):
     t.join(10)
     for r in upstream.requests():  # nothing violating went through, not even mid-kill
         assert engine.inspect(exchange(r.body), "block").findings == []
-    from telewarden.audit import verify
+    from telewarden.audit.trail import verify
 
     assert verify(proxy.audit)[0] == 0
     proxy.start()

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from conftest import EXAMPLES, PAYLOADS, ROOT, exchange, inspect, is_console
-from telewarden.engine import Engine
-from telewarden.model import Decision
-from telewarden.packs import load_pack
+from telewarden.engine.judge import Engine
+from telewarden.engine.model import Decision
+from telewarden.engine.packs import load_pack
 
 HEADERS = json.loads((EXAMPLES / "headers.json").read_text())
 GENUINE_HEADERS = {g["name"]: g for g in HEADERS["genuine"]}

@@ -8,9 +8,9 @@ from mitmproxy import http
 from mitmproxy.test import tflow
 
 from conftest import PAYLOADS
-from telewarden import strictjson
-from telewarden.mitmexchange import apply_to_request, candidate_hosts, http_exchange, normalize_host, normalize_path
-from telewarden.model import Decision, Mode, Repaired
+from telewarden.engine import strictjson
+from telewarden.proxy.exchange import apply_to_request, candidate_hosts, http_exchange, normalize_host, normalize_path
+from telewarden.engine.model import Decision, Mode, Repaired
 
 
 def flow(url="https://telemetry.hasura.io/v1/http", body=b"", headers=()):

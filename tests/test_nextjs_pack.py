@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from conftest import EXAMPLES, KEY, ROOT
-from telewarden import strictjson
-from telewarden.engine import Engine
-from telewarden.model import Decision, Exchange, Mode, Transport
-from telewarden.packs import PackError, load_pack, load_packs
+from telewarden.engine import strictjson
+from telewarden.engine.judge import Engine
+from telewarden.engine.model import Decision, Exchange, Mode, Transport
+from telewarden.engine.packs import PackError, load_pack, load_packs
 
 HOST, PATH = "telemetry.nextjs.org", "/api/v1/record"
 PAYLOADS = {p.stem: json.loads(p.read_text()) for p in sorted((EXAMPLES / "payloads" / "nextjs").glob("*.json"))}
@@ -154,7 +154,7 @@ def test_index_and_linear_event_kind_choice_agree(eng):
     pack = next(p for p in eng.packs if p.id == "nextjs")
     batch = pack.kinds[0].batch
     assert batch.index is not None  # every event kind is chosen by /eventName
-    from telewarden.engine import _holds
+    from telewarden.engine.judge import _holds
     for body in PAYLOADS.values():
         for e in body["events"]:
             assert batch.index[1].get(e["eventName"]) is next(k for k in batch.kinds if _holds(k, e))

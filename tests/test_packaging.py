@@ -23,7 +23,7 @@ def test_wheel_carries_the_bundled_packs_and_schemas(tmp_path):
 
 def test_runner_passes_unknown_arguments_and_never_abbreviates():
     from telewarden.cli import build_parser
-    from telewarden.runner import mitmdump_args, split_modes
+    from telewarden.proxy.runner import mitmdump_args, split_modes
 
     args, extra = build_parser().parse_known_args(
         ["run", "--mode", "block", "--mode", "reverse:https://telemetry.hasura.io/", "--listen", "x", "-w", "f.mitm",
@@ -35,3 +35,19 @@ def test_runner_passes_unknown_arguments_and_never_abbreviates():
     argv = mitmdump_args(args, extra)
     assert argv.count("--listen-host") == 1 and "127.0.0.1" in argv  # loopback unless told otherwise
     assert not any(a.startswith("telewarden_audit=telewarden-audit") for a in argv)  # the user's --set wins
+
+
+def test_the_engine_the_trail_and_icap_import_no_mitmproxy():
+    """The layering the package folders show: the engine and the trail are free of mitmproxy, and
+    so is the ICAP service built on them (an egress proxy's ICAP client needs no mitmproxy)."""
+    code = ("import importlib, pkgutil, sys\n"
+            "import telewarden.engine, telewarden.audit, telewarden.icap\n"
+            "for pkg in (telewarden.engine, telewarden.audit, telewarden.icap):\n"
+            "    for m in pkgutil.iter_modules(pkg.__path__):\n"
+            "        importlib.import_module(f'{pkg.__name__}.{m.name}')\n"
+            "print(len([n for n in sys.modules if n.startswith('telewarden.')]), "
+            "sorted(n for n in sys.modules if n.split('.')[0] == 'mitmproxy'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    count, mitm = out.stdout.split(" ", 1)
+    assert int(count) >= 14 and mitm.strip() == "[]", out.stdout

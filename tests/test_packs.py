@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from conftest import PAYLOADS, ROOT, exchange
-from telewarden.engine import Engine
-from telewarden.model import Decision, Mode
-from telewarden.packs import PackError, bundled_dir, load_pack, load_packs
+from telewarden.engine.judge import Engine
+from telewarden.engine.model import Decision, Mode
+from telewarden.engine.packs import PackError, bundled_dir, load_pack, load_packs
 
 HASURA = ROOT / "rules" / "hasura.yaml"
 

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import EXAMPLES, KEY
-from telewarden.engine import Engine, QueryError, encode_query, parse_query
-from telewarden.model import Decision, Exchange, Mode, Repaired, Transport
-from telewarden.packs import load_packs
+from telewarden.engine.judge import Engine, QueryError, encode_query, parse_query
+from telewarden.engine.model import Decision, Exchange, Mode, Repaired, Transport
+from telewarden.engine.packs import load_packs
 
 HOST = "checkpoint.prisma.io"
 PAYLOADS = {p.stem: p.read_text().strip() for p in sorted((EXAMPLES / "payloads" / "prisma").glob("*.query"))}
@@ -72,7 +72,7 @@ def test_command_repairs_keep_command_words_and_flag_names(eng):
 def test_repaired_query_goes_on_the_wire(eng):
     from mitmproxy.test import tutils
 
-    from telewarden.mitmexchange import apply_to_request
+    from telewarden.proxy.exchange import apply_to_request
 
     case = next(c for c in VIOLATIONS if c["name"] == "prisma-information-free-text-6.19")
     v = eng.inspect(check("/v1/check/prisma?" + case["query"]), Mode.SCRUB)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import PAYLOADS, exchange, is_console
-from telewarden.model import Decision, Mode
+from telewarden.engine.model import Decision, Mode
 
 NAMES = sorted(PAYLOADS)
 # Values that vendors could put anywhere: names, flags, secrets, paths, free text, odd types.

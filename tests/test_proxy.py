@@ -15,8 +15,8 @@ from websockets.sync.client import connect as ws_connect
 
 from conftest import PAYLOADS, ROOT, VIOLATIONS, exchange, is_console
 from support.harness import BROWSER_UA, GO_UA, HOST
-from telewarden import strictjson
-from telewarden.model import Decision
+from telewarden.engine import strictjson
+from telewarden.engine.model import Decision
 
 pytestmark = pytest.mark.proxy
 

@@ -27,8 +27,10 @@ from mitmproxy import io as mitmio
 from mitmproxy.io import tnetstring
 
 from conftest import PAYLOADS, ROOT, VIOLATIONS
-from telewarden import checkrun, cli, strictjson
-from telewarden.flows import ReadLog, read, ws_time
+from telewarden.recordings import check as checkrun
+from telewarden import cli
+from telewarden.engine import strictjson
+from telewarden.recordings.flows import ReadLog, read, ws_time
 
 DATA = ROOT / "tests" / "data"
 MITM = DATA / "mitmproxy"
@@ -492,8 +494,8 @@ def test_websocket_handshakes_without_messages_warn(tmp_path):
 
 
 def test_testing_api_raises_after_reading_everything_and_keeps_skips(tmp_path):
-    from telewarden.flows import InputError
-    from telewarden.testing import Checker
+    from telewarden.recordings.flows import InputError
+    from telewarden.recordings.testing import Checker
 
     e = pw_post(GOOD_HTTP)
     e["request"]["url"] = "data:,x"
@@ -628,7 +630,7 @@ def test_websocket_control_frames_are_left_out_and_a_payload_is_said(tmp_path):
 
 
 def test_error_lines_never_carry_control_characters():
-    from telewarden.flows import _short
+    from telewarden.recordings.flows import _short
 
     assert _short(ValueError("bad \x1b[2J\nvalue")) == "ValueError: bad \\x1b[2J\\x0avalue"
     assert len(_short(KeyError("x" * 1000))) < 140

@@ -10,9 +10,9 @@ import re
 import pytest
 
 from conftest import PAYLOADS, exchange
-from telewarden import render
-from telewarden.engine import Engine
-from telewarden.model import Decision, Exchange, Finding, Mode, Severity, Transport, Verdict
+from telewarden.audit import render
+from telewarden.engine.judge import Engine
+from telewarden.engine.model import Decision, Exchange, Finding, Mode, Severity, Transport, Verdict
 
 # What a human log line may never hold: C0 (the newline separates lines), DEL, C1 (NEL), and the
 # characters that reorder or break a line on screen.
@@ -114,7 +114,7 @@ def test_a_decision_field_from_a_tampered_trail_is_escaped_too():
 
 
 def test_summary_of_a_tampered_trail_is_escaped():
-    from telewarden import audit
+    from telewarden.audit import trail as audit
 
     s = {"messages": [{"pack": "h\x1b]0;x\x07", "kind": "k\n", "decision": "d\u202e", "count": 1}],
          "rules": [{"rule": "r\x1b", "count": 1, "decisions": {"blocked\x85": 1}, "promise": "p\u2028"}]}

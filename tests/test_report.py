@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, KEY, PAYLOADS
-from telewarden import checkrun, render
-from telewarden.audit import AuditTrail
+from telewarden.recordings import check as checkrun
+from telewarden.audit import render
+from telewarden.audit.trail import AuditTrail
 from telewarden.cli import build_parser
-from telewarden.engine import Engine
-from telewarden.flows import read
-from telewarden.model import Decision, Exchange, Mode, Transport
+from telewarden.engine.judge import Engine
+from telewarden.recordings.flows import read
+from telewarden.engine.model import Decision, Exchange, Mode, Transport
 from telewarden.report import cli as report_cli
 from telewarden.report.html import render_html
 from telewarden.report.markdown import code, md, render_markdown
@@ -411,7 +412,7 @@ def test_odd_records_and_endless_made_up_values_stay_bounded(packs):
 
 def test_client_versions_are_where_the_pack_says(tmp_path, packs):
     from conftest import exchange
-    from telewarden.packs import PackError, load_pack, load_packs
+    from telewarden.engine.packs import PackError, load_pack, load_packs
 
     hasura = next(p for p in packs if p.id == "hasura")
     assert dict((k.id, k.versions) for k in hasura.kinds)["cli"] == (("data", "version"),)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from telewarden.routes import RouteError, RouteSet
+from telewarden.engine.routes import RouteError, RouteSet
 
 RS = RouteSet("t", [
     "/",

@@ -8,9 +8,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import PAYLOADS, exchange, is_console
-from telewarden.engine import Engine
-from telewarden.model import Mode
-from telewarden.schemaplan import possible, scan_plan
+from telewarden.engine.judge import Engine
+from telewarden.engine.model import Mode
+from telewarden.engine.schemaplan import possible, scan_plan
 
 SCHEMA = {
     "type": "object", "additionalProperties": False,

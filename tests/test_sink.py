@@ -11,7 +11,7 @@ import pytest
 from conftest import PAYLOADS
 from support.harness import GO_UA, HOST, free_port
 from support.rawpeer import RawUpstream
-from telewarden import strictjson
+from telewarden.engine import strictjson
 
 pytestmark = pytest.mark.proxy
 

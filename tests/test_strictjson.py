@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import PAYLOADS, exchange
-from telewarden import strictjson
-from telewarden.model import Decision, Mode
+from telewarden.engine import strictjson
+from telewarden.engine.model import Decision, Mode
 
 LIMITS = {"max_bytes": 1 << 20, "max_depth": 64}
 

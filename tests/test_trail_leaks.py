@@ -26,11 +26,13 @@ from support.harness import HOST
 
 # the console runs in a browser: its handshake carries a browser's User-Agent (hasura.console.user-agent)
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
-from telewarden import audit, engine as engine_mod, render, strictjson
-from telewarden.audit import AuditTrail
-from telewarden.engine import Engine
-from telewarden.mitmexchange import http_exchange
-from telewarden.model import Mode
+from telewarden.audit import trail as audit, render
+from telewarden.engine import judge as engine_mod, strictjson
+from telewarden.audit.trail import AuditTrail
+from telewarden.engine.judge import Engine
+from telewarden.proxy.exchange import http_exchange
+from telewarden.engine.model import Mode
+from telewarden.engine.packs import load_packs
 
 # Names the sender chose. Each carries a marker that must never reach a trail file.
 TABLE = "zqxcustomers"
@@ -190,7 +192,7 @@ def test_a_registered_content_encoding_is_still_named(engine):
 def test_known_names_are_computed_once_per_pack(packs, monkeypatch):
     calls = []
     real = engine_mod.schemaplan_known_names if hasattr(engine_mod, "schemaplan_known_names") else None
-    from telewarden import schemaplan
+    from telewarden.engine import schemaplan
 
     original = schemaplan.known_names
     monkeypatch.setattr(schemaplan, "known_names", lambda s: calls.append(1) or original(s))
@@ -227,7 +229,7 @@ def test_the_trail_folder_alone_does_not_hold_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("TELEWARDEN_AUDIT_KEY", raising=False)
     trail = AuditTrail(tmp_path / "trail")
-    eng = Engine(__import__("telewarden.packs", fromlist=["load_packs"]).load_packs([]), digest_key=trail.key)
+    eng = Engine(load_packs([]), digest_key=trail.key)
     ex = exchange(hostile_cli())
     trail.write(render.record(eng.inspect(ex, Mode.SCRUB), ex))
     trail.close()

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import wsproto
 import wsproto.events as ev
 
-from telewarden.transport import _ControlGuard
+from telewarden.proxy.transport import _ControlGuard
 
 
 def guard(strip: bool = True):

@@ -12,9 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 from . import __version__
-from .engine import DEFAULT_MAX_BODY, Engine, Limits
-from .model import Mode
-from .packs import PackError, load_packs
+from .engine.judge import DEFAULT_MAX_BODY, Engine, Limits
+from .engine.model import Mode
+from .engine.packs import PackError, load_packs
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -59,14 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "JUnit or an audit trail")
     check.set_defaults(func=cmd_check)
 
-    from . import runner  # noqa: PLC0415 (keeps `check` free of the proxy's imports)
+    from .proxy import runner  # noqa: PLC0415 (keeps `check` free of the proxy's imports)
 
     runner.add_parser(sub)
     from .report import cli as report_cli  # noqa: PLC0415
     report_cli.add_parser(sub)
     from .icap import cli as icap_cli  # noqa: PLC0415
     icap_cli.add_parser(sub)
-    from . import audit  # noqa: PLC0415
+    from .audit import trail as audit  # noqa: PLC0415
 
     audit.add_parser(sub)
     return parser
@@ -89,7 +89,7 @@ def digest_key_from_env() -> bytes:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import checkrun  # noqa: PLC0415
+    from .recordings import check as checkrun  # noqa: PLC0415
 
     return checkrun.run(args)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from telewarden.audit import AuditTrail
-from telewarden.engine import Engine, Limits
+from telewarden.audit.trail import AuditTrail
+from telewarden.engine.judge import Engine, Limits
 from telewarden.icap.exchange import Judge
 from telewarden.icap.server import ICAPServer, ServerLimits
-from telewarden.model import Mode
+from telewarden.engine.model import Mode
 
 
 def pytest_configure(config):

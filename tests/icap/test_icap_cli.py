@@ -14,7 +14,7 @@ from conftest import ROOT, VIOLATIONS
 from icap.squid_harness import IcapService
 from icap.test_icap_protocol import http_head, parse_answer, reqmod
 from support.harness import BIN
-from telewarden import strictjson
+from telewarden.engine import strictjson
 
 FLAGS = strictjson.dumps(next(c for c in VIOLATIONS if c["name"] == "cli-flag-values")["body"])
 

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import PAYLOADS, VIOLATIONS
 from icap.conftest import read_all
-from telewarden import strictjson
-from telewarden.audit import AuditError
+from telewarden.engine import strictjson
+from telewarden.audit.trail import AuditError
 from telewarden.icap import protocol
 from telewarden.icap.server import ServerLimits
 

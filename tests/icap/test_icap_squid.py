@@ -12,8 +12,8 @@ import pytest
 
 from conftest import PAYLOADS, VIOLATIONS, exchange, is_console
 from support.harness import BIN, HOST
-from telewarden import strictjson
-from telewarden.model import Decision
+from telewarden.engine import strictjson
+from telewarden.engine.model import Decision
 
 pytestmark = [pytest.mark.proxy, pytest.mark.squid]
 

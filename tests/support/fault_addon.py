@@ -4,7 +4,7 @@ It patches telewarden's Engine in the proxy process, to show that an internal er
 the enforcing modes and forwards in audit mode. Production code has no fault switch.
 """
 
-from telewarden.engine import Engine
+from telewarden.engine.judge import Engine
 
 _original = Engine.inspect
 

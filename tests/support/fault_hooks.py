@@ -9,7 +9,7 @@ Loaded with `-s` next to telewarden's addon, in either order. Production code ha
   disk (the test creates and removes it).
 
 mitmproxy loads telewarden's addon as a script module of its own, so `candidate_hosts` is replaced
-in the globals its hooks see (found once the addons are loaded), not in telewarden.addon.
+in the globals its hooks see (found once the addons are loaded), not in telewarden.proxy.addon.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import os
 
 from mitmproxy import ctx
 
-from telewarden.audit import AuditError, AuditTrail
-from telewarden.engine import Engine
+from telewarden.audit.trail import AuditError, AuditTrail
+from telewarden.engine.judge import Engine
 
 MARK = "fault-inject.invalid"  # a name no pack claims, added to a request's names to make claim raise
 _claim = Engine.claim

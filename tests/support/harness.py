@@ -204,7 +204,7 @@ class Proxy:
         if self.via == "run":
             return [str(BIN / "telewarden"), "run", "--mode", self.mode, "--audit", str(self.audit),
                     "--listen-port", str(self.port), *common, *self.extra]
-        from telewarden import addon
+        from telewarden.proxy import addon
 
         return [str(BIN / "mitmdump"), "-s", addon.__file__, "--listen-host", "127.0.0.1",
                 "--listen-port", str(self.port), "--set", f"telewarden_mode={self.mode}",

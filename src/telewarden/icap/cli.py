@@ -12,8 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
-from ..engine import DEFAULT_MAX_BODY, Engine, Limits
-from ..model import Mode
+from ..engine.judge import DEFAULT_MAX_BODY, Engine, Limits
+from ..engine.model import Mode
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def build(args: argparse.Namespace):
     """(ICAPServer, AuditTrail) from the arguments; raises ValueError/PackError/AuditError."""
-    from ..audit import AuditTrail  # noqa: PLC0415
+    from ..audit.trail import AuditTrail  # noqa: PLC0415
     from .exchange import Judge  # noqa: PLC0415
     from .server import ICAPServer, ServerLimits  # noqa: PLC0415
 
@@ -74,7 +74,7 @@ def build(args: argparse.Namespace):
 
 def build_engine(args: argparse.Namespace, key: bytes) -> Engine:
     from ..cli import parse_waivers  # noqa: PLC0415
-    from ..packs import PackError, load_packs  # noqa: PLC0415
+    from ..engine.packs import PackError, load_packs  # noqa: PLC0415
 
     waivers = parse_waivers(list(args.allow))
     packs = load_packs(list(args.rules), include_bundled=not args.no_bundled)
@@ -84,7 +84,7 @@ def build_engine(args: argparse.Namespace, key: bytes) -> Engine:
 
 
 def _pack_files(engine: Engine) -> dict[Path, tuple[int, int]]:
-    from ..packs import file_stamps  # noqa: PLC0415
+    from ..engine.packs import file_stamps  # noqa: PLC0415
 
     return file_stamps({f for pack in engine.packs for f in pack.files()})
 
@@ -113,8 +113,8 @@ async def _watch(server, args: argparse.Namespace) -> None:
 
 
 def cmd_icap(args: argparse.Namespace) -> int:
-    from ..audit import AuditError  # noqa: PLC0415
-    from ..packs import PackError  # noqa: PLC0415
+    from ..audit.trail import AuditError  # noqa: PLC0415
+    from ..engine.packs import PackError  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:

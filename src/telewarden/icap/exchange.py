@@ -14,17 +14,12 @@ import re
 import time
 from dataclasses import dataclass
 
-from .. import decoding
-from ..audit import AuditError, AuditTrail
-from ..engine import UNVERIFIABLE, Engine
-from ..mitmexchange import normalize_host, normalize_path
-
-try:  # the proxy's canonical-target rule, where the adapters share it
-    from ..mitmexchange import target_problem
-except ImportError:  # pragma: no cover - older tree: the service still forwards the canonical form
-    target_problem = None
-from ..model import Decision, Exchange, Finding, Mode, Severity, Transport, Verdict
-from ..render import record
+from ..audit.render import record
+from ..audit.trail import AuditError, AuditTrail
+from ..engine import decoding
+from ..engine.judge import UNVERIFIABLE, Engine
+from ..engine.model import Decision, Exchange, Finding, Mode, Severity, Transport, Verdict
+from ..engine.names import normalize_host, normalize_path, target_problem
 from . import protocol
 from .protocol import HTTPHead
 
@@ -106,18 +101,12 @@ def build_exchange(head: HTTPHead, target: Target, hosts: tuple[str, ...], raw_b
     path, query = normalize_path(target.raw_path)
     headers = tuple((k.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for k, v in head.raw_headers)
     port = _port(target.authority) or _port(head.get("host")) or _DEFAULT_PORTS.get(target.scheme, 80)
-    extra = {}
-    if target_problem is not None and "target_problem" in _EXCHANGE_FIELDS:
-        # as the proxy does: a target that is not canonical is a finding, and scrub forwards the
-        # canonical form; the names sent on are the Host headers (ICAP never sees the TLS SNI)
-        extra = {"target_problem": target_problem(target.raw_path, path), "raw_target": target.raw_path,
-                 "sent_names": tuple(("header:host", v) for v in head.all("host"))}
+    # as the proxy does: a target that is not canonical is a finding, and scrub forwards the
+    # canonical form; the names sent on are the Host headers (ICAP never sees the TLS SNI)
     return Exchange(transport=Transport.HTTP, method=head.method.upper(), hosts=hosts, port=port, path=path,
                     query=query, headers=headers, body=body, body_problem=problem, scheme=target.scheme,
-                    timestamp=time.time(), **extra)
-
-
-_EXCHANGE_FIELDS = frozenset(getattr(Exchange, "__dataclass_fields__", {}))
+                    timestamp=time.time(), target_problem=target_problem(target.raw_path, path),
+                    raw_target=target.raw_path, sent_names=tuple(("header:host", v) for v in head.all("host")))
 
 
 class Judge:

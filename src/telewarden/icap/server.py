@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..model import Decision, Mode
+from ..engine.model import Decision, Mode
 from . import protocol
 from .exchange import Judge, candidate_hosts, split_target
 from .protocol import Body, Closed, ICAPError

@@ -19,8 +19,8 @@ EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..cli import _packs_args  # noqa: PLC0415
-    from ..engine import DEFAULT_MAX_BODY  # noqa: PLC0415
-    from ..model import Mode  # noqa: PLC0415
+    from ..engine.judge import DEFAULT_MAX_BODY  # noqa: PLC0415
+    from ..engine.model import Mode  # noqa: PLC0415
 
     p = sub.add_parser("report", help="the promise ledger: each vendor promise kept or broken, with evidence",
                        description="Add up recorded flows or an audit trail per vendor promise: kept or broken, "
@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, out=None) -> int:
     from ..cli import load_engine, parse_waivers  # noqa: PLC0415
-    from ..model import Mode  # noqa: PLC0415
+    from ..engine.model import Mode  # noqa: PLC0415
     from . import html, markdown, terminal  # noqa: PLC0415
     from .model import Ledger, from_audit, from_flows  # noqa: PLC0415
 

@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from .. import render
+from ..audit import render
 from .model import DECISIONS, OWN, Ledger, PackLedger, PromiseRow, iso
 
 SERIES = (("blocked", "blocked", "#c62828"), ("scrubbed", "scrubbed", "#e08a00"),

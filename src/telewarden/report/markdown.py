@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from .. import render
+from ..audit import render
 from .model import DECISIONS, OWN, Ledger, PackLedger, iso
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")

@@ -25,10 +25,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .. import render, strictjson
-from ..engine import Engine
-from ..model import Decision, Exchange, Mode, Verdict
-from ..packs import Kind, Pack, format_pointer, parse_pointer
+from ..audit import render
+from ..engine import strictjson
+from ..engine.judge import Engine
+from ..engine.model import Decision, Exchange, Mode, Verdict
+from ..engine.packs import Kind, Pack, format_pointer, parse_pointer
 
 # Where a message names its client's version, first present wins, for packs that do not say it
 # with `versions:` (per kind or per pack; the bundled Hasura pack does).
@@ -698,7 +699,7 @@ def message_doc(engine: Engine, pack: Pack | None, verdict: Verdict, ex: Exchang
     endpoint = next((e for e in pack.endpoints if e.id == verdict.endpoint), None) if pack is not None else None
     try:
         if getattr(endpoint, "message", None) == "query":
-            from ..engine import parse_query  # noqa: PLC0415
+            from ..engine.judge import parse_query  # noqa: PLC0415
 
             return parse_query(ex.query, max_bytes=engine.limits.max_body)
         if not ex.body:
@@ -709,7 +710,7 @@ def message_doc(engine: Engine, pack: Pack | None, verdict: Verdict, ex: Exchang
 
 
 def from_flows(ledger: Ledger, engine: Engine, paths: list[Path], mode: Mode, max_body: int) -> None:
-    from ..flows import ReadLog, read  # noqa: PLC0415 (mitmproxy import only when reading flows)
+    from ..recordings.flows import ReadLog, read  # noqa: PLC0415 (mitmproxy import only when reading flows)
 
     for path in paths:
         log = ReadLog()
@@ -730,7 +731,7 @@ def from_flows(ledger: Ledger, engine: Engine, paths: list[Path], mode: Mode, ma
 
 
 def from_audit(ledger: Ledger, folder: Path) -> None:
-    from .. import audit  # noqa: PLC0415
+    from ..audit import trail as audit  # noqa: PLC0415
 
     src = Source(str(folder), "audit trail")
     ledger.sources.append(src)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import textwrap
 from collections import Counter
 
-from ..render import escape as e
+from ..audit.render import escape as e
 from .model import NOT_RECORDED, OWN, Ledger, PackLedger, iso
 
 

@@ -29,7 +29,7 @@ from mitmproxy.proxy.layers import websocket as websocket_layers
 from mitmproxy.proxy.layers.http import HTTPMode
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from .names import normalize_host
+from ..engine.names import normalize_host
 
 RAW_LAYERS = (layers.TCPLayer, layers.UDPLayer, layers.RawQuicLayer, layers.DNSLayer)
 GUARD_KEY = "telewarden_ws_guard"  # flow.metadata: "strip" or "record" this flow's client control frames

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import addon
-from .model import Mode
+from ..engine.model import Mode
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -9,11 +9,11 @@ import ipaddress
 from mitmproxy import http
 from mitmproxy.proxy import mode_specs
 
-from . import decoding
-from .engine import DEFAULT_MAX_BODY
-from .model import Exchange, Repaired, Transport
-from .render import shown_encoding
-from .names import normalize_host, normalize_path, target_problem
+from ..engine import decoding
+from ..engine.judge import DEFAULT_MAX_BODY
+from ..engine.model import Exchange, Repaired, Transport
+from ..audit.render import shown_encoding
+from ..engine.names import normalize_host, normalize_path, target_problem
 
 __all__ = ["normalize_host", "normalize_path", "candidate_hosts", "http_exchange", "websocket_exchange",
            "apply_to_request"]

@@ -18,11 +18,12 @@ from xml.etree import ElementTree as ET
 from mitmproxy import http, io
 from mitmproxy.addons.savehar import SaveHar
 
-from . import render, report
-from .cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, load_engine, parse_waivers, summary_line
+from ..audit import render
+from .. import report
+from ..cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, load_engine, parse_waivers, summary_line
 from .flows import ReadLog, Recorded, read
-from .mitmexchange import apply_to_request
-from .model import Decision, Mode, Verdict
+from ..proxy.exchange import apply_to_request
+from ..engine.model import Decision, Mode, Verdict
 
 
 class Progress:

@@ -19,7 +19,7 @@ import textwrap
 import time
 from typing import Any
 
-from .model import Decision, Exchange, Verdict, shown_method
+from ..engine.model import Decision, Exchange, Verdict, shown_method
 
 
 def record(verdict: Verdict, ex: Exchange, source: str | None = None) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def bundled_dir(name: str) -> Path:
     packaged = Path(str(resources.files("telewarden"))) / "_bundled" / name
     if packaged.is_dir():
         return packaged
-    checkout = Path(__file__).resolve().parents[2] / name
+    checkout = Path(__file__).resolve().parents[3] / name  # src/telewarden/engine/packs.py
     if checkout.is_dir():
         return checkout
     raise PackError(f"bundled {name}/ not found (looked in {packaged} and {checkout})")

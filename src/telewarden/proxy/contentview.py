@@ -30,9 +30,10 @@ from typing import Any
 from mitmproxy import contentviews, http
 from mitmproxy.contentviews import Contentview, Metadata
 
-from . import render, strictjson
-from .engine import Engine
-from .model import Decision, Mode, Verdict
+from ..audit import render
+from ..engine import strictjson
+from ..engine.judge import Engine
+from ..engine.model import Decision, Mode, Verdict
 
 NAME = "telewarden"
 
@@ -57,7 +58,7 @@ class TelewardenContentview(Contentview):
         if live is not None:
             return live
         if self._own is None:  # not inside the addon: the bundled packs, a key for this process only
-            from .packs import load_packs  # noqa: PLC0415
+            from ..engine.packs import load_packs  # noqa: PLC0415
 
             self._own = Engine(load_packs([]), digest_key=os.urandom(32))
         return self._own
@@ -75,7 +76,7 @@ class TelewardenContentview(Contentview):
         if isinstance(flow.metadata.get("telewarden"), dict):
             return 2
         try:
-            from .mitmexchange import candidate_hosts  # noqa: PLC0415
+            from .exchange import candidate_hosts  # noqa: PLC0415
 
             return 2 if self.engine().claim(candidate_hosts(flow)) is not None else -1
         except Exception:  # noqa: BLE001 - never break the UI
@@ -97,7 +98,7 @@ class TelewardenContentview(Contentview):
     # -- the view ---------------------------------------------------------------------------------
 
     def _show(self, flow: http.HTTPFlow, msg: Any, data: bytes) -> str:
-        from .mitmexchange import http_exchange, websocket_exchange  # noqa: PLC0415
+        from .exchange import http_exchange, websocket_exchange  # noqa: PLC0415
 
         engine = self.engine()
         local = copy.copy(engine)  # this view's own copy: raw pointers to place the findings
@@ -232,7 +233,7 @@ def _is_query_message(engine: Engine, verdict: Verdict) -> bool:
 def _query_json(query: str) -> bytes:
     """A query-string message as the JSON object the engine judges (its pointers then place the
     findings); the raw query when it does not parse."""
-    from .engine import parse_query  # noqa: PLC0415
+    from ..engine.judge import parse_query  # noqa: PLC0415
 
     try:
         return json.dumps(parse_query(query)).encode()

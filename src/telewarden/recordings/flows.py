@@ -33,9 +33,9 @@ from mitmproxy import http, websocket
 from mitmproxy.io import compat, tnetstring
 from mitmproxy.io.har import request_to_flow
 
-from .engine import DEFAULT_MAX_BODY
-from .mitmexchange import http_exchange, websocket_exchange
-from .model import Exchange
+from ..engine.judge import DEFAULT_MAX_BODY
+from ..proxy.exchange import http_exchange, websocket_exchange
+from ..engine.model import Exchange
 
 
 class InputError(Exception):

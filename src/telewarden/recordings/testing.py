@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import render
-from .engine import Engine
+from ..audit import render
+from ..engine.judge import Engine
 from .flows import InputError, ReadLog, read
-from .model import Decision, Finding, Mode, Verdict
-from .packs import load_packs
+from ..engine.model import Decision, Finding, Mode, Verdict
+from ..engine.packs import load_packs
 
 
 @dataclass(slots=True)
@@ -104,7 +104,7 @@ class Checker:
     def load(self, *paths: str | os.PathLike) -> Recording:
         """Judge every message of the recordings. An unreadable part raises InputError naming
         each one, after everything else was read (as `check` exits 2)."""
-        from . import strictjson
+        from ..engine import strictjson
 
         messages, passed, log = [], 0, ReadLog()
         for path in paths:

@@ -22,16 +22,16 @@ from typing import Any
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.utils import human
 
-from telewarden import contentview
-from telewarden.audit import AuditError, AuditTrail
+from telewarden.proxy import contentview
+from telewarden.audit.trail import AuditError, AuditTrail
 from telewarden.cli import parse_waivers
-from telewarden.engine import DEFAULT_MAX_BODY, UNVERIFIABLE, Engine, Limits
-from telewarden.mitmexchange import apply_to_request, candidate_hosts, http_exchange, websocket_exchange
-from telewarden.names import normalize_host
-from telewarden.model import Decision, Exchange, Finding, Mode, Severity, Transport, Verdict
-from telewarden.packs import PackError, file_stamps, load_packs
-from telewarden.render import record
-from telewarden.transport import GUARD_KEY, TransportGuard, install_websocket_guard
+from telewarden.engine.judge import DEFAULT_MAX_BODY, UNVERIFIABLE, Engine, Limits
+from telewarden.proxy.exchange import apply_to_request, candidate_hosts, http_exchange, websocket_exchange
+from telewarden.engine.names import normalize_host
+from telewarden.engine.model import Decision, Exchange, Finding, Mode, Severity, Transport, Verdict
+from telewarden.engine.packs import PackError, file_stamps, load_packs
+from telewarden.audit.render import record
+from telewarden.proxy.transport import GUARD_KEY, TransportGuard, install_websocket_guard
 
 log = logging.getLogger("telewarden")
 
@@ -457,7 +457,7 @@ class Telewarden:
         port = context.server.address[1] if context.server.address else 0
         ex = Exchange(transport=Transport.TCP if what == "tcp" else Transport.UDP, method="CONNECT", hosts=names,
                       port=port, path="", scheme="tcp" if what == "tcp" else "udp", timestamp=time.time())
-        finding = Finding(f"telewarden.transport.{what}", "connection", reason, UNVERIFIABLE, Severity.HIGH,
+        finding = Finding(f"telewarden.proxy.transport.{what}", "connection", reason, UNVERIFIABLE, Severity.HIGH,
                           repair="parsed as HTTP" if what == "tcp" else None)
         verdict = Verdict(ex.id, Decision.BLOCKED if enforcing else Decision.FORWARDED, self.mode,
                           pack=pack.id, findings=[finding], error=reason)

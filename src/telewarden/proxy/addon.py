@@ -457,7 +457,7 @@ class Telewarden:
         port = context.server.address[1] if context.server.address else 0
         ex = Exchange(transport=Transport.TCP if what == "tcp" else Transport.UDP, method="CONNECT", hosts=names,
                       port=port, path="", scheme="tcp" if what == "tcp" else "udp", timestamp=time.time())
-        finding = Finding(f"telewarden.proxy.transport.{what}", "connection", reason, UNVERIFIABLE, Severity.HIGH,
+        finding = Finding(f"telewarden.transport.{what}", "connection", reason, UNVERIFIABLE, Severity.HIGH,
                           repair="parsed as HTTP" if what == "tcp" else None)
         verdict = Verdict(ex.id, Decision.BLOCKED if enforcing else Decision.FORWARDED, self.mode,
                           pack=pack.id, findings=[finding], error=reason)

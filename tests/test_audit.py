@@ -378,15 +378,12 @@ def planted_payloads() -> list[tuple[str, bytes]]:
 @pytest.mark.proxy
 @pytest.mark.parametrize("mode", ["audit", "scrub", "block"])
 def test_nothing_planted_leaks_into_either_log(start_proxy, upstream, mode):
-    from websockets.sync.client import connect
-
     proxy = start_proxy(mode)
     for transport, body in planted_payloads():
         if transport == "http":
             proxy.curl(body)
         else:
-            with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
-                     user_agent_header=BROWSER_UA) as ws:
+            with proxy.websocket(user_agent_header=BROWSER_UA) as ws:
                 ws.send(body.decode())
     proxy.stop()
     jsonl = (proxy.audit / "audit.jsonl").read_text()

@@ -12,10 +12,9 @@ import json
 import time
 
 import pytest
-from websockets.sync.client import connect
 
 from conftest import PAYLOADS, ROOT
-from support.harness import BROWSER_UA, HOST, Proxy
+from support.harness import HOST, Proxy
 from support.rawpeer import RawUpstream, exchange, http_request, tunnel
 from telewarden.engine import strictjson
 from test_hardening import RESULTS, SENTINEL
@@ -256,8 +255,7 @@ def test_websocket_control_frames_carry_nothing(proxies, upstream, mode):
     proxy = proxies(mode)
     upstream.clear()
     before = len(proxy.decisions())
-    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
-                 user_agent_header=BROWSER_UA) as ws:
+    with proxy.websocket() as ws:
         answered = ws.ping(b"jane@acme.com")  # keepalives match the pong by payload: it must come back
         assert answered.wait(5)
         ws.pong(b"db01.acme.internal")

@@ -11,7 +11,6 @@ from xml.etree import ElementTree as ET
 
 import pytest
 from mitmproxy import io as mitmio
-from websockets.sync.client import connect
 
 from conftest import EXAMPLES, PAYLOADS, VIOLATIONS
 from support.harness import HOST
@@ -42,8 +41,7 @@ def recorded(tmp_path_factory, upstream, confdir):
     for case in BAD_HTTP[:3]:
         proxy.curl(strictjson.dumps(case["body"]))
     proxy.curl(b'{"hello":"world"}', url="https://other.test/api")
-    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
-                 user_agent_header=BROWSER_UA) as ws:
+    with proxy.websocket(user_agent_header=BROWSER_UA) as ws:
         ws.send(json.dumps(PAYLOADS["console-v2.48-click"]))
         ws.send(json.dumps(BAD_WS[0]["body"]))
     proxy.stop()

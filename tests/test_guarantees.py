@@ -24,7 +24,7 @@ from mitmproxy import io as mitmio
 from mitmproxy.test import tflow
 
 from conftest import KEY, PAYLOADS, ROOT, VIOLATIONS, exchange
-from support.harness import BROWSER_UA, GO_UA, HOST, SUPPORT, Proxy
+from support.harness import GO_UA, HOST, SUPPORT, Proxy
 from telewarden.audit import trail as audit, render
 from telewarden.engine import decoding, strictjson
 from telewarden.audit.trail import AuditTrail, verify
@@ -592,10 +592,7 @@ GENUINE = strictjson.dumps(CONSOLE)
 
 
 def _ws_send(proxy: Proxy, frames: list) -> None:
-    from websockets.sync.client import connect
-
-    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
-                 user_agent_header=BROWSER_UA, max_size=None) as ws:
+    with proxy.websocket(max_size=None) as ws:
         for frame in frames:
             ws.send(frame)
 
@@ -631,10 +628,7 @@ def test_a_frame_the_trail_cannot_record_is_not_relayed(fault_proxies, upstream,
     scrubbable = strictjson.dumps({**CONSOLE, "data": {**CONSOLE["data"], "url": "/data/default/schema/public/tables/acme/browse"}})
     upstream.clear()
     failures = proxy.log.read_text().count("AUDIT TRAIL FAILED")
-    from websockets.sync.client import connect
-
-    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
-                 user_agent_header=BROWSER_UA) as ws:
+    with proxy.websocket() as ws:
         flag.write_text("")
         try:
             ws.send(SENTINEL.decode())  # clean: would be forwarded

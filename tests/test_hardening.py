@@ -14,10 +14,9 @@ import threading
 import time
 
 import pytest
-from websockets.sync.client import connect
 
 from conftest import PAYLOADS, ROOT, VIOLATIONS, exchange
-from support.harness import BROWSER_UA, HOST
+from support.harness import HOST
 from telewarden.engine import decoding, strictjson
 
 pytestmark = pytest.mark.proxy
@@ -208,8 +207,7 @@ SENTINEL = json.dumps({**PAYLOADS["console-v2.48-click"], "data": {**PAYLOADS["c
 def test_websocket_frames(proxies, upstream, engine, mode, how):
     proxy = proxies(mode)
     upstream.clear()
-    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
-                 user_agent_header=BROWSER_UA) as ws:
+    with proxy.websocket() as ws:
         if how == "binary frame":
             ws.send(BAD_FRAME)  # bytes: a binary frame
         else:

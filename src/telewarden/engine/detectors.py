@@ -136,15 +136,6 @@ _TRIGGER_WORDS = ("AKIA", "ASIA", "gh", "xox", "k_live_", "k_test_", "AIza", "gl
 _TRIGGER_WORDS_ANY_CASE = ("bearer", "basic", "token")
 
 
-def _quote_is_edge(b: _Builtin) -> bool:
-    """Whether a `"` before or after a hit serves as the edge of the text does: the context
-    classes allow it and the hit itself never needs the text's start or end."""
-    core = b.core.replace("[^", "[")
-    if any(a in core for a in ("^", "$", "\\A", "\\z")):
-        return False
-    return all(not Pattern(f"[{cls}]", remember=False).fullmatch('"') for cls in (b.not_before, b.not_after) if cls)
-
-
 def _may_hit(text: str) -> bool:
     if not _TRIGGER_CHARS.isdisjoint(text):
         return True
@@ -238,10 +229,6 @@ class DetectorSet:
             start_patterns.append(pattern)
         # A pack's own patterns can match anything, so they switch the prefilter off.
         self._prefilter = not extra
-        # A JSON text without escapes holds each string verbatim between two quotes; when no
-        # pattern needs the edge of its text (`^`, `$`) where a quote would not do as context,
-        # a text with no candidate anywhere has none in any of its strings.
-        self._whole_text = not extra and all(_quote_is_edge(_BUILTINS[d.name]) for d in detectors)
         # Values seen clean before (User-Agent, Content-Type, enum-like strings repeat on every
         # message). Only clean values are kept, so no value that tripped a detector stays in memory.
         self._clean: dict[str, None] = {}
@@ -252,15 +239,6 @@ class DetectorSet:
         # they contain, so the longer, more telling hit wins.
         self._detectors = detectors
         self._any = _set(start_patterns) if detectors else None
-
-    def none_in_json(self, body: bytes) -> bool:
-        """True when no string of this (well-formed) JSON text can hold a hit: one linear pass
-        over the whole text instead of a search per string. False means "look string by string":
-        the text has an escape (a string's value is not its text) or a candidate somewhere (a key,
-        a number, or across two strings would do)."""
-        if self._any is None:
-            return True
-        return self._whole_text and b"\\" not in body and not self._any.Match(body)
 
     def _candidates(self, data: bytes) -> list[int]:
         """Indices of the detectors with a candidate anywhere in data (one linear pass)."""

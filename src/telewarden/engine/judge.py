@@ -71,7 +71,6 @@ class _Work:
     set_host: bool = False
     unrepairable: bool = False
     error: str | None = None
-    strings_clean: bool = False  # no string of the body can hold a detector hit (DetectorSet.none_in_json)
 
 
 class Engine:
@@ -270,7 +269,6 @@ class Engine:
             except strictjson.StrictJSONError as e:
                 self._unverifiable(work, e.code, str(e))
                 return None
-            work.strings_clean = pack.detectors.none_in_json(ex.body)
         kind = self._kind(pack, verdict.endpoint, doc)
         if kind is None:
             self._add(work, pack, f"{pack.id}.kind.unknown", "", None,
@@ -302,7 +300,7 @@ class Engine:
         # A valid message can hold free strings only where the schema allows them; an invalid one
         # may hide anything anywhere, so it gets the full walk.
         plan = kind.scan if valid else True
-        if plan is not None and not work.strings_clean:  # None: the schema fixes every value
+        if plan is not None:  # None: the schema fixes every value, no free string to scan
             self._walk(pack, doc, prefix, kind.owned, work, plan)
 
     def _judge_batch(self, pack: Pack, kind: Kind, doc: Any, work: _Work) -> None:
@@ -314,7 +312,7 @@ class Engine:
             return  # the batch kind's schema judges what is there instead
         for i, event in enumerate(events):
             at = (*batch.at, i)
-            ew = _Work(strings_clean=work.strings_clean)
+            ew = _Work()
             if batch.index is not None:
                 name = _get(event, batch.index[0], None)
                 ekind = batch.index[1].get(name) if type(name) is str else None

@@ -7,6 +7,8 @@ Load it after telewarden. `ceiling` names what becomes free (never use this outs
 it forwards messages unjudged):
   inspect   Engine.inspect returns a prepared "forwarded, no finding" verdict (the trail, the
             Exchange, the annotation still run): the ratio no engine optimisation can beat;
+  trail     as `inspect`, and nothing is recorded either (no audit.jsonl, no audit.log): with
+            `inspect`, what the trail costs;
   judge     the request hook returns right after the claim (names and claim still run): what the
             proxy pays for being an addon that claims the flow and does nothing else.
 The figures say how much of the gap to bare mitmdump each part could ever close.
@@ -31,7 +33,7 @@ class Ceiling:
             return
         namespace = type(tw).request.__globals__  # the script's module (not in sys.modules)
         Verdict, Decision = namespace["Verdict"], namespace["Decision"]
-        if what == "inspect":
+        if what in ("inspect", "trail"):
             engine = tw.engine
 
             def inspect(ex: Any, mode: Any) -> Any:
@@ -40,6 +42,8 @@ class Ceiling:
                                size_in=len(ex.body), size_out=len(ex.body))
 
             engine.inspect = inspect
+            if what == "trail":
+                tw._record = lambda verdict, ex, flow: None
         elif what == "judge":
             candidate_hosts = namespace["candidate_hosts"]
 

@@ -325,13 +325,11 @@ class Telewarden:
             return
         ex = None
         try:
-            engine = self.engine
-            asked = self._asked.get(flow.server_conn.id)
-            hosts = candidate_hosts(flow, asked)
-            # the claim first: traffic no pack claims (nearly all of it) costs the names and no more
-            if engine is not None and engine.claim(hosts) is None:
-                self._passed += 1
+            claimed = self._claim(flow)
+            if claimed is None:
                 return
+            asked, hosts = claimed
+            engine = self.engine
             ex = http_exchange(flow, engine.limits.max_body if engine else DEFAULT_MAX_BODY, asked, hosts)
             verdict = self._inspect(ex)
             if verdict.decision is Decision.PASSED_THROUGH:
@@ -371,13 +369,11 @@ class Telewarden:
             return
         ex = None
         try:
-            engine = self.engine
-            asked = self._asked.get(flow.server_conn.id)
-            hosts = candidate_hosts(flow, asked)
-            if engine is not None and engine.claim(hosts) is None:
-                self._passed += 1
+            claimed = self._claim(flow)
+            if claimed is None:
                 self._trim(flow)
                 return
+            asked, hosts = claimed
             ex = websocket_exchange(flow, message.content, message.is_text, message.timestamp, asked, hosts)
             verdict = self._inspect(ex)
             if verdict.decision is Decision.PASSED_THROUGH:
@@ -478,6 +474,17 @@ class Telewarden:
             del flow.websocket.messages[:-keep]
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _claim(self, flow: http.HTTPFlow) -> tuple[str | None, tuple[str, ...]] | None:
+        """(asked, hosts) of a message to judge, or None when no pack claims it (counted as passed
+        through): the claim comes first, so traffic no pack claims costs its names and no more.
+        With no engine configured the message goes on to be judged, which fails closed."""
+        asked = self._asked.get(flow.server_conn.id)
+        hosts = candidate_hosts(flow, asked)
+        if self.engine is not None and self.engine.claim(hosts) is None:
+            self._passed += 1
+            return None
+        return asked, hosts
 
     def _claimed(self, flow: http.HTTPFlow) -> bool:
         return self.engine is not None and self.engine.claim(candidate_hosts(flow, self._asked_for(flow))) is not None

@@ -182,6 +182,23 @@ def _outcome(fn, state):
         return "error", f"{type(e).__name__}: {e}"
 
 
+def test_a_request_is_built_as_from_state_builds_it_or_rejected_as_it_rejects_it():
+    fast = rejected = 0
+    for state in _mutants(3000, 12):
+        request = state.get("request")
+        want = _outcome(http.Request.from_state, request)
+        got = _outcome(flows._request, request)
+        assert got[0] == want[0], (request, got, want)
+        if want[0] == "error":
+            assert got == want
+            rejected += 1
+        else:
+            assert list(vars(got[1].data).items()) == list(vars(want[1].data).items())
+            assert [type(v) for v in vars(got[1].data).values()] == [type(v) for v in vars(want[1].data).values()]
+            fast += 1
+    assert fast > 500 and rejected > 300  # both sides of the gate were exercised
+
+
 def test_a_flow_is_judged_only_when_what_is_judged_reads_as_from_state_reads_it():
     """_judged_flow takes a mutated state only if its request, names and WebSocket messages are
     what from_state makes of them; the whole flow may still be one from_state rejects for a value

@@ -309,7 +309,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     live_flow = LiveFlow()
     try:
         for path in args.paths:
-            for rec in read(path, args.max_body, log):
+            # Only an export needs whole flows; judging needs the requests, and only of the
+            # flows a pack claims (the rest pass through: their names are all that is read).
+            for rec in read(path, args.max_body, log, claim=engine.claim, whole=exporter is not None):
                 progress.tick()
                 try:
                     verdict = engine.inspect(rec.exchange, mode)

@@ -1,7 +1,12 @@
 """Recorded traffic -> Exchanges: mitmproxy flow files (streamed) and HAR files (also `.zhar`).
 
 Flow files are read one flow at a time with mitmproxy's own pieces (tnetstring, the format
-migrations, Flow.from_state), so memory stays flat however long the recording. HAR entries go
+migrations, Flow.from_state), so memory stays flat however long the recording. `check` asks for
+less (`claim=`, `whole=False`), and Flow.from_state is most of the time of reading a flow: of an
+HTTP flow it then builds only the request (as Request.from_state would) and reads the connections'
+names and the WebSocket messages; response, error and the rest of the connections are never built
+(see _judged_flow), and a flow no pack claims becomes exchanges of its names only (no target,
+headers or body is read: nothing judges them). HAR entries go
 through mitmproxy's own HAR converter (`mitmproxy.io.har.request_to_flow`); the WebSocket messages
 that browsers record under `_webSocketMessages` (which that converter ignores) become the flow's
 `websocket` data here, so they are judged and exported like a recorded WebSocket flow's.
@@ -16,12 +21,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import math
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,13 +35,14 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from mitmproxy import flow as mflow
-from mitmproxy import http, websocket
+from mitmproxy import connection, http, version, websocket
 from mitmproxy.io import compat, tnetstring
 from mitmproxy.io.har import request_to_flow
+from mitmproxy.proxy import mode_specs
 
 from ..engine.judge import DEFAULT_MAX_BODY
-from ..proxy.exchange import http_exchange, websocket_exchange
-from ..engine.model import Exchange
+from ..engine.model import Exchange, Transport
+from ..proxy.exchange import candidate_hosts, http_exchange, websocket_exchange
 
 
 class InputError(Exception):
@@ -61,12 +68,16 @@ class ReadLog:
 @dataclass(slots=True)
 class Recorded:
     source: str  # "file#index" (index of the flow or HAR entry, then of the WebSocket message)
-    flow: http.HTTPFlow
+    # The flow; read with whole=False, a _JudgedFlow: what judging reads of it, no more.
+    flow: http.HTTPFlow | _JudgedFlow
     exchange: Exchange
     message_index: int | None = None  # index into flow.websocket.messages
     # The verdict a live telewarden proxy stored on the flow (addon `_annotate`), given with the
     # flow's first message only: a scrub- or block-mode recording holds repaired content.
     live: dict[str, Any] | None = None
+    # False: no pack claims the flow (read with `claim`), and the exchange holds where the
+    # message went, never its content (headers, target, body): nothing judges it.
+    claimed: bool = True
 
 
 _ZLIB_HEADS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
@@ -93,9 +104,16 @@ def is_har(path: Path) -> bool:
         return sniff(f.read(128), path) != "flows"
 
 
-def read(path: Path, max_body: int = DEFAULT_MAX_BODY, log: ReadLog | None = None) -> Iterator[Recorded]:
+def read(path: Path, max_body: int = DEFAULT_MAX_BODY, log: ReadLog | None = None, *,
+         claim: Callable[[tuple[str, ...]], Any] | None = None, whole: bool = True) -> Iterator[Recorded]:
     """Yield every client->server message in a recording. Without a `log`, the first unreadable
-    part raises InputError; with one, it is noted there and reading goes on where it can."""
+    part raises InputError; with one, it is noted there and reading goes on where it can.
+
+    For flow files (HAR entries are always read whole): `claim(hosts)` (Engine.claim) decides
+    from an HTTP flow's names alone whether anything judges it; a flow it returns None for is
+    yielded as `claimed=False` messages without their content, their `flow` a _JudgedFlow.
+    `whole=False`: no HTTP flow is built whole; `Recorded.flow` is then a _JudgedFlow (what
+    judging reads of the flow; it cannot be exported)."""
     log = log if log is not None else ReadLog(strict=True)
     try:
         with path.open("rb") as f:
@@ -105,14 +123,15 @@ def read(path: Path, max_body: int = DEFAULT_MAX_BODY, log: ReadLog | None = Non
         return
     kind = sniff(head, path)
     if kind == "flows":
-        yield from _read_flows(path, max_body, log)
+        yield from _read_flows(path, max_body, log, claim, whole)
     else:
         yield from _read_har(path, kind, max_body, log)
 
 
 # -- mitmproxy flow files ---------------------------------------------------------------------
 
-def _read_flows(path: Path, max_body: int, log: ReadLog) -> Iterator[Recorded]:
+def _read_flows(path: Path, max_body: int, log: ReadLog, claim: Callable[[tuple[str, ...]], Any] | None = None,
+                whole: bool = True) -> Iterator[Recorded]:
     # FlowReader.stream() does exactly this, but ends the whole file at the first flow its format
     # migrations cannot handle (and lets e.g. a KeyError from them escape). A flow that was framed
     # correctly but cannot be migrated is skipped here; only a framing error ends the file.
@@ -138,25 +157,191 @@ def _read_flows(path: Path, max_body: int, log: ReadLog) -> Iterator[Recorded]:
             except Exception as e:  # noqa: BLE001 - tnetstring raises what the bytes provoke
                 log.problem(f"{path}: flow {i}: not readable ({_short(e)}); nothing after it can be read")
                 return
+            source, label = f"{path.name}#{i}", f"flow {i}"
+            i += 1
             try:
                 if not isinstance(state, dict):
                     raise ValueError("not a flow")
-                fl = mflow.Flow.from_state(compat.migrate_flow(state))
+                state = compat.migrate_flow(state)
             except Exception as e:  # noqa: BLE001 - migrations raise whatever an edited flow provokes
-                log.problem(f"{path}: flow {i}: cannot be read ({_short(e)}); skipped")
-                i += 1
+                log.problem(f"{path}: {label}: cannot be read ({_short(e)}); skipped")
+                continue
+            judged = _judged_flow(state) if claim is not None or not whole else None
+            if judged is not None:
+                try:
+                    hosts = candidate_hosts(judged)  # type: ignore[arg-type]
+                except Exception as e:  # noqa: BLE001 - as http_exchange would have said it
+                    log.problem(f"{path}: {label}: the request cannot be read ({_short(e)}); skipped")
+                    continue
+                if claim is not None and _unclaimed(claim, hosts):
+                    yield from _passed(source, judged, hosts, log)
+                    continue
+                if not whole:
+                    yield from _messages(path, source, label, judged, max_body, log, hosts=hosts)  # type: ignore[arg-type]
+                    continue
+            # The whole flow: to export it, or a state _judged_flow does not take (mitmproxy
+            # then accepts it, or says what is wrong with it, as it always did).
+            try:
+                fl = mflow.Flow.from_state(state)
+            except Exception as e:  # noqa: BLE001 - from_state raises whatever an edited flow provokes
+                log.problem(f"{path}: {label}: cannot be read ({_short(e)}); skipped")
                 continue
             if isinstance(fl, http.HTTPFlow):
-                yield from _messages(path, f"{path.name}#{i}", f"flow {i}", fl, max_body, log)
-            i += 1
+                yield from _messages(path, source, label, fl, max_body, log)
+
+
+class _Conn:
+    """A connection's names, as mitmexchange reads them from a Client or Server."""
+
+    __slots__ = ("sni", "address", "proxy_mode")
+
+    def __init__(self, sni: str | None, address: tuple[str, int] | None, proxy_mode: Any) -> None:
+        self.sni, self.address, self.proxy_mode = sni, address, proxy_mode
+
+
+class _JudgedFlow:
+    """What judging reads of a recorded HTTP flow (mitmexchange's http_exchange and
+    websocket_exchange, the live verdict): the request as mitmproxy's Request.from_state builds
+    it, the connections' names, the WebSocket messages (WebSocketData.from_state) and the
+    metadata. The response and the rest of the connections are never built."""
+
+    def __init__(self, request: http.Request, client_conn: _Conn, server_conn: _Conn,
+                 websocket: websocket.WebSocketData | None, metadata: Any) -> None:
+        self.request, self.client_conn, self.server_conn = request, client_conn, server_conn
+        self.websocket, self.metadata = websocket, metadata
+
+
+def _name(v: Any) -> str | None:
+    if v is None or type(v) is str:
+        return v
+    raise TypeError
+
+
+def _shapes() -> tuple[frozenset[str], ...]:
+    """The keys from_state takes, as mitmproxy's own get_state writes them: of an HTTP flow, its
+    client and server connections, a response, an error."""
+    fl = http.HTTPFlow(connection.Client(peername=("", 0), sockname=("", 0)), connection.Server(address=None))
+    fl.request = http.Request.make("GET", "http://x/")
+    return (frozenset(fl.get_state()), frozenset(fl.client_conn.get_state()), frozenset(fl.server_conn.get_state()),
+            frozenset(http.Response.make().get_state()), frozenset(mflow.Error("x").get_state()))
+
+
+_FLOW, _CLIENT, _SERVER, _RESPONSE, _ERROR = _shapes()
+_FLOW_NO_BACKUP = _FLOW - {"backup"}  # from_state takes a flow without one
+
+
+def _judged_flow(state: dict) -> _JudgedFlow | None:
+    """The flow as judging reads it, from a migrated state; None for anything but an HTTP flow
+    with every part from_state reads (a part missing, renamed or added: the edit of a flow file
+    that from_state reports) and names of exactly the types from_state makes of them. The whole
+    flow is then built, and from_state says what is wrong, as it always did. The values in the
+    parts that are not built (response, error, the connections but for their names) are not
+    checked. Leaves the state as it was, for from_state."""
+    try:
+        if state.get("type") != "http" or state.get("version") != version.FLOW_FORMAT_VERSION:
+            return None
+        keys = state.keys()
+        if keys != _FLOW and keys != _FLOW_NO_BACKUP:
+            return None
+        client, server, response, error = state["client_conn"], state["server_conn"], state["response"], state["error"]
+        if type(client) is not dict or client.keys() != _CLIENT or type(server) is not dict or server.keys() != _SERVER:
+            return None
+        if (response and (type(response) is not dict or response.keys() != _RESPONSE)) or \
+                (error and (type(error) is not dict or error.keys() != _ERROR)):
+            return None
+        address = server["address"]
+        if address is not None:
+            if type(address) not in (list, tuple) or len(address) != 2 or type(address[0]) is not str \
+                    or type(address[1]) is not int:
+                return None
+            address = (address[0], address[1])
+        mode = client["proxy_mode"]
+        if type(mode) is not str:
+            return None
+        request = _request(state["request"])
+        ws = state["websocket"]
+        return _JudgedFlow(
+            request, _Conn(_name(client["sni"]), None, mode_specs.ProxyMode.from_state(mode)),
+            _Conn(_name(server["sni"]), address, None),
+            websocket.WebSocketData.from_state(dict(ws)) if ws else None,  # (it changes the dict it reads)
+            state["metadata"])
+    except Exception:  # noqa: BLE001 - from_state then says what is wrong
+        return None
+
+
+# What Request.from_state makes a RequestData of, and the exact type get_state writes of each
+# value (content and timestamp_end may be None; headers and trailers are lists of pairs).
+_REQUEST_ORDER = tuple(f.name for f in dataclasses.fields(http.RequestData))
+_REQUEST_FIELDS = frozenset(_REQUEST_ORDER)
+_REQUEST_TYPES = (("host", str), ("port", int), ("method", bytes), ("scheme", bytes), ("authority", bytes),
+                  ("path", bytes), ("http_version", bytes), ("timestamp_start", float))
+
+
+def _request(state: Any) -> http.Request:
+    """Request.from_state(state), without the cost of its type assertions when they cannot fail.
+
+    Most of from_state's time (~30 of ~35 us a request) is RequestData.__post_init__ asserting
+    each field's type (mitmproxy's debug-mode check, gone under `python -O`). A state in which
+    every value already has exactly the type get_state writes passes those assertions, and
+    Request.__init__ converts none of it; its RequestData is then made with the same values,
+    without asserting them again (headers and trailers still through Headers.from_state, which
+    checks they are bytes). Anything else goes through Request.from_state itself, which converts
+    or rejects it as it always did. tests/test_flows_light.py compares the two."""
+    if type(state) is dict and state.keys() == _REQUEST_FIELDS and type(state["headers"]) is list \
+            and all(type(state[k]) is t for k, t in _REQUEST_TYPES) \
+            and (state["content"] is None or type(state["content"]) is bytes) \
+            and (state["timestamp_end"] is None or type(state["timestamp_end"]) is float) \
+            and (state["trailers"] is None or type(state["trailers"]) is list):
+        values = {k: state[k] for k in _REQUEST_ORDER}  # in the order RequestData.__init__ sets them
+        values["headers"] = http.Headers.from_state(state["headers"])
+        if state["trailers"] is not None:
+            values["trailers"] = http.Headers.from_state(state["trailers"])
+        data = object.__new__(http.RequestData)
+        data.__dict__.update(values)
+        request = object.__new__(http.Request)
+        request.data = data
+        return request
+    return http.Request.from_state(state)  # does not change the state it reads
+
+
+def _unclaimed(claim: Callable[[tuple[str, ...]], Any], hosts: tuple[str, ...]) -> bool:
+    try:
+        return claim(hosts) is None
+    except Exception:  # noqa: BLE001 - then it is judged, and judging says what went wrong
+        return False
+
+
+def _passed(source: str, fl: _JudgedFlow, hosts: tuple[str, ...], log: ReadLog) -> Iterator[Recorded]:
+    """The messages of a flow no pack claims: where each went (its names), when, and nothing of
+    its content (no path, headers or body: the engine passes it through on its names alone)."""
+    req = fl.request
+    ts = req.data.timestamp_start or 0.0
+    ex = Exchange(transport=Transport.HTTP, method=req.method.upper(), hosts=hosts, port=req.port, path="",
+                  scheme=req.scheme, timestamp=ts if _is_date(ts) else 0.0)
+    if not _is_date(ts):
+        log.notes["timestamps that are not dates (shown as 1970-01-01)"] += 1
+    live = fl.metadata.get("telewarden") if isinstance(fl.metadata, dict) else None
+    yield Recorded(source, fl, ex, None, live if isinstance(live, dict) else None, claimed=False)
+    if fl.websocket is None:
+        return
+    for j, msg in enumerate(fl.websocket.messages):
+        if not msg.from_client:
+            continue
+        ts = msg.timestamp
+        wex = Exchange(transport=Transport.WEBSOCKET, method="WS", hosts=hosts, port=req.port, path="",
+                       scheme="wss" if req.scheme == "https" else "ws", timestamp=ts if _is_date(ts) else 0.0)
+        if not _is_date(ts):
+            log.notes["timestamps that are not dates (shown as 1970-01-01)"] += 1
+        yield Recorded(f"{source}.ws{j}", fl, wex, j, claimed=False)
 
 
 def _messages(path: Path, source: str, label: str, fl: http.HTTPFlow, max_body: int, log: ReadLog,
-              names: list[int] | None = None) -> Iterator[Recorded]:
+              names: list[int] | None = None, hosts: tuple[str, ...] | None = None) -> Iterator[Recorded]:
     """The flow's request, then each client->server WebSocket message; `names` are the indexes
-    shown in `source` (a HAR entry's message index) when they differ from the flow's."""
+    shown in `source` (a HAR entry's message index) when they differ from the flow's; `hosts`:
+    candidate_hosts(fl), when the caller has it."""
     try:
-        ex = http_exchange(fl, max_body)
+        ex = http_exchange(fl, max_body, hosts=hosts)
     except Exception as e:  # noqa: BLE001 - a flow file can hold anything
         log.problem(f"{path}: {label}: the request cannot be read ({_short(e)}); skipped")
         return
@@ -172,7 +357,7 @@ def _messages(path: Path, source: str, label: str, fl: http.HTTPFlow, max_body: 
             continue
         name = names[j] if names is not None else j
         try:
-            wex = websocket_exchange(fl, msg.content, msg.is_text, msg.timestamp)
+            wex = websocket_exchange(fl, msg.content, msg.is_text, msg.timestamp, hosts=hosts)
         except Exception as e:  # noqa: BLE001
             log.problem(f"{path}: {label}, WebSocket message {name}: cannot be read ({_short(e)}); skipped")
             continue

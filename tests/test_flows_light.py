@@ -21,6 +21,7 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.test import tflow
 
 from conftest import ROOT, VIOLATIONS
+from support.docpaths import at, paths
 from telewarden.recordings import flows
 from telewarden.recordings.flows import ReadLog, read
 from telewarden.proxy.exchange import http_exchange
@@ -136,22 +137,6 @@ def test_the_judged_parts_are_what_the_whole_flow_holds():
     assert seen >= 30
 
 
-def _paths(o, pre=()):
-    yield pre
-    if isinstance(o, dict):
-        for k, v in o.items():
-            yield from _paths(v, (*pre, k))
-    elif isinstance(o, list):
-        for k, v in enumerate(o):
-            yield from _paths(v, (*pre, k))
-
-
-def _at(o, q):
-    for k in q:
-        o = o[k]
-    return o
-
-
 ODD = (None, b"", b"\xff\xfe", "x", "", [], {}, True, False, 0, 1, -1, 1.5, 1e300, float("nan"), float("inf"), 2**70,
        b"telemetry.hasura.io", "telemetry.hasura.io", [b"a", b"b"], [[b"host", b"x"], [b"a"]], ["a", 1])
 
@@ -161,13 +146,13 @@ def _mutants(n: int, seed: int):
     base = [s for s in states() if s.get("type") == "http"]
     for k in range(n):
         state = copy.deepcopy(base[k % len(base)])
-        spots = [q for q in _paths(state) if q]
+        spots = [q for q in paths(state) if q]
         if k % 2:  # inside the request and the names: what is judged
             spots = [q for q in spots if q[0] in ("request", "websocket") or q[-1] in ("sni", "address", "proxy_mode")
                      or (len(q) > 1 and q[-2] == "address")] or spots
         for spot in rng.sample(spots, min(len(spots), rng.choice((1, 1, 2, 3)))):
             with contextlib.suppress(TypeError, KeyError, IndexError):
-                parent = _at(state, spot[:-1])
+                parent = at(state, spot[:-1])
                 if isinstance(parent, dict) and rng.random() < 0.1:
                     del parent[spot[-1]]
                 else:

@@ -27,6 +27,7 @@ from mitmproxy import io as mitmio
 from mitmproxy.io import tnetstring
 
 from conftest import PAYLOADS, ROOT, VIOLATIONS
+from support.docpaths import at, paths
 from telewarden.recordings import check as checkrun
 from telewarden import cli
 from telewarden.engine import strictjson
@@ -508,21 +509,6 @@ def test_testing_api_raises_after_reading_everything_and_keeps_skips(tmp_path):
 
 # -- fuzz: truncated and byte-flipped copies, and HARs with odd values -------------------------
 
-def _at(o, path):
-    for key in path:
-        o = o[key]
-    return o
-
-
-def _paths(o, pre=()):
-    yield pre
-    if isinstance(o, dict):
-        for k, v in o.items():
-            yield from _paths(v, (*pre, k))
-    elif isinstance(o, list):
-        for i, v in enumerate(o[:6]):
-            yield from _paths(v, (*pre, i))
-
 
 ODD = [None, 0, -1, 1.5, 1e308, 10**30, 2**64, "", "x", "1", "%%", "\ud800", "data:,x", "wss://h/", [], {}, [1, 2], True]
 
@@ -560,7 +546,7 @@ def test_fuzz_never_a_traceback(tmp_path, monkeypatch):
         src, har = hars[k % len(hars)]
         har = copy.deepcopy(har)
         for _ in range(rng.choice((1, 2, 4))):
-            spots = [q for q in _paths(har) if len(q) > 3]
+            spots = [q for q in paths(har, items=6) if len(q) > 3]
             if not spots:
                 break
             spot = rng.choice(spots)
@@ -583,12 +569,12 @@ def test_fuzz_never_a_traceback(tmp_path, monkeypatch):
     for k in range(300):  # flow state, framing intact: a timestamp no date can hold, odd types anywhere
         with flow_files[k % len(flow_files)].open("rb") as f:
             state = tnetstring.load(f)
-        spots = [q for q in _paths(state) if q]
+        spots = [q for q in paths(state, items=6) if q]
         if k % 2 == 0:
-            spots = [q for q in spots if isinstance(_at(state, q), (int, float)) and not isinstance(_at(state, q), bool)]
+            spots = [q for q in spots if isinstance(at(state, q), (int, float)) and not isinstance(at(state, q), bool)]
         for spot in rng.sample(spots, min(len(spots), rng.choice((1, 3, 6)))):
             with contextlib.suppress(TypeError, KeyError, IndexError):  # an earlier change replaced the parent
-                _at(state, spot[:-1])[spot[-1]] = rng.choice(numbers if k % 2 == 0 else numbers + others)
+                at(state, spot[:-1])[spot[-1]] = rng.choice(numbers if k % 2 == 0 else numbers + others)
         path = tmp_path / f"n{k}.mitm"
         path.write_bytes(tnetstring.dumps(state))
         run(path)

@@ -229,3 +229,25 @@ def test_detectors_keep_no_hit_in_memory():
     for d in ds._detectors:
         for p in (d.start, d.mid, d.core, d.not_before):
             assert p is None or p._seen is None
+
+
+# -- hits next to characters of every UTF-8 length: the context character is stepped over by bytes
+
+@pytest.mark.parametrize("sep", ["¿", "€", "।", "😀", "—", "¿€😀"])  # 2, 3 (lead byte E0), 4 bytes; no letter
+def test_hits_beside_multibyte_characters_are_found_and_masked_exactly(sep):
+    ds = DetectorSet(DETECTOR_PATTERNS)
+    # context rules (ipv4, ipv6, hostname) look one character before and after each hit
+    text = f"{sep}10.0.0.1{sep}192.168.1.20{sep}fe80::1{sep}db01.acme.internal{sep}a@b.co{sep}"
+    hits = ds.scan(text)
+    assert [(h.detector, text[h.start:h.end]) for h in hits] == [
+        ("ipv4", "10.0.0.1"), ("ipv4", "192.168.1.20"), ("ipv6", "fe80::1"),
+        ("hostname", "db01.acme.internal"), ("email", "a@b.co")]
+    assert mask(text, hits) == f"{sep}[ipv4]{sep}[ipv4]{sep}[ipv6]{sep}[hostname]{sep}[email]{sep}"
+
+
+def test_a_letter_of_any_length_is_context_that_refuses_a_hit():
+    ds = DetectorSet(["ipv4", "hostname"])
+    for letter in ("é", "ж", "中", "𝒜"):  # 2, 2, 3 and 4 bytes, all \pL: no word boundary
+        assert ds.scan(f"{letter}10.0.0.1") == [] and ds.scan(f"10.0.0.1{letter}") == []
+        assert ds.scan(f"{letter}db01.acme.internal") == []
+    assert [h.detector for h in ds.scan("中 10.0.0.1 𝒜")] == ["ipv4"]

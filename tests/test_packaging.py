@@ -37,14 +37,16 @@ def test_runner_passes_unknown_arguments_and_never_abbreviates():
     assert not any(a.startswith("telewarden_audit=telewarden-audit") for a in argv)  # the user's --set wins
 
 
-def test_the_engine_the_trail_and_icap_import_no_mitmproxy():
+def test_the_engine_the_trail_icap_and_the_judge_worker_import_no_mitmproxy():
     """The layering the package folders show: the engine and the trail are free of mitmproxy, and
-    so is the ICAP service built on them (an egress proxy's ICAP client needs no mitmproxy)."""
+    so is the ICAP service built on them (an egress proxy's ICAP client needs no mitmproxy), and
+    the proxy's judge worker process (it starts with the engine alone)."""
     code = ("import importlib, pkgutil, sys\n"
             "import telewarden.engine, telewarden.audit, telewarden.icap\n"
             "for pkg in (telewarden.engine, telewarden.audit, telewarden.icap):\n"
             "    for m in pkgutil.iter_modules(pkg.__path__):\n"
             "        importlib.import_module(f'{pkg.__name__}.{m.name}')\n"
+            "importlib.import_module('telewarden.proxy.judge_worker')\n"
             "print(len([n for n in sys.modules if n.startswith('telewarden.')]), "
             "sorted(n for n in sys.modules if n.split('.')[0] == 'mitmproxy'))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)

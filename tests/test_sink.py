@@ -20,9 +20,10 @@ GOOD = strictjson.dumps(CLI)
 FLAGS = strictjson.dumps({**CLI, "data": {**CLI["data"], "command": "hasura migrate apply --admin-secret"}})
 
 
+@pytest.mark.parametrize("workers", [0, 1])
 @pytest.mark.parametrize("mode", ["audit", "scrub", "block"])
-def test_sink_judges_records_and_sends_nothing(start_proxy, upstream, mode):
-    proxy = start_proxy(mode, ["--sink"])
+def test_sink_judges_records_and_sends_nothing(start_proxy, upstream, mode, workers):
+    proxy = start_proxy(mode, ["--sink", "--set", f"telewarden_workers={workers}"])
     upstream.clear()
     good_status, good_body = proxy.curl(GOOD, extra=["-D", "/dev/stderr"])
     bad_status, _ = proxy.curl(FLAGS)

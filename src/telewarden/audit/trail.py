@@ -143,6 +143,13 @@ def _dumps(rec: dict[str, Any]) -> str:
     return _ENCODER.encode(rec)
 
 
+def encode_record(rec: dict[str, Any]) -> str:
+    """A record as AuditTrail.write_encoded takes it: its JSON members, as write() would chain them."""
+    if not rec or "seq" in rec or "prev" in rec or "hash" in rec:
+        raise ValueError("a record to encode has fields and none of seq, prev, hash")
+    return _dumps(rec)[1:-1]
+
+
 def record_hash(rec: dict[str, Any]) -> str:
     """SHA-256 of the record without `hash`, serialised as it is written (compact, keys in order).
 
@@ -170,7 +177,7 @@ class AuditTrail:
         # True: write() only queues the record for audit.log and flush_human() renders the queue
         # (the addon calls it after the hook returned); False: rendered at once, as before.
         self.defer_human = False
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[dict[str, Any] | str] = []  # records, or audit.log blocks rendered elsewhere
         self._closed = False
         if _inside(self.key_path, folder):
             raise AuditError(f"the digest key {self.key_path} must not be inside the audit folder {folder}: "
@@ -263,12 +270,17 @@ class AuditTrail:
                     f"rendering its last records); regenerated it from the chain")
 
     def _chain(self, rec: dict[str, Any]) -> bytes:
-        self._seq += 1
         if rec and "seq" not in rec and "prev" not in rec and "hash" not in rec:
-            # the same text as _dumps({"seq": ..., **rec, "prev": ...}), without copying the record
-            body = f'{{"seq":{self._seq},{_dumps(rec)[1:-1]},"prev":"{self._prev}"}}'
-        else:
-            body = _dumps({"seq": self._seq, **rec, "prev": self._prev})
+            return self._chain_encoded(_dumps(rec)[1:-1])
+        self._seq += 1
+        return self._seal(_dumps({"seq": self._seq, **rec, "prev": self._prev}))
+
+    def _chain_encoded(self, members: str) -> bytes:
+        # the same text as _dumps({"seq": ..., **rec, "prev": ...}), without copying the record
+        self._seq += 1
+        return self._seal(f'{{"seq":{self._seq},{members},"prev":"{self._prev}"}}')
+
+    def _seal(self, body: str) -> bytes:
         digest = hashlib.sha256(body.encode()).hexdigest()
         self._prev = digest
         return f'{body[:-1]},"hash":"{digest}"}}\n'.encode()
@@ -277,9 +289,17 @@ class AuditTrail:
         """Append one record. Raises AuditError if the JSONL record (the authoritative one) could not
         be written whole; a short write is cut back so that no torn line stays mid-file. A failure of
         the human view alone is logged loudly but does not stop traffic."""
+        self._append(rec, None)
+
+    def write_encoded(self, members: str, human: str) -> None:
+        """Append a record built elsewhere (a judge process): `members` is encode_record(rec) and
+        `human` is render.block(rec). The same guarantees as write()."""
+        self._append(members, human)
+
+    def _append(self, rec: dict[str, Any] | str, human: str | None) -> None:
         with self._lock:
             seq, prev = self._seq, self._prev
-            line = self._chain(rec)
+            line = self._chain(rec) if human is None else self._chain_encoded(rec)
             try:
                 if self._size + len(line) > self.max_bytes and self._size > 0:
                     self._rotate()
@@ -292,7 +312,7 @@ class AuditTrail:
                 self._seq, self._prev = seq, prev  # the record is not in the chain
                 raise AuditError(f"cannot write the audit trail in {self.folder}: {e.strerror or e}") from None
             self.records += 1
-            self._pending.append(rec)
+            self._pending.append(rec if human is None else human)
             if not self.defer_human:
                 self._flush_human()
 
@@ -311,7 +331,8 @@ class AuditTrail:
         if not pending or self._closed:
             return
         try:
-            os.write(self._human, "".join([render.block(r) + "\n\n" for r in pending]).encode())
+            os.write(self._human, "".join([(r if isinstance(r, str) else render.block(r)) + "\n\n"
+                                           for r in pending]).encode())
         except OSError as e:
             log.error(f"telewarden: cannot write {self.folder / HUMAN}: {e.strerror} (audit.jsonl has the record)")
 

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from telewarden.proxy import contentview
 from telewarden.audit.trail import AuditError, AuditTrail
 from telewarden.cli import parse_waivers
 from telewarden.engine.judge import DEFAULT_MAX_BODY, UNVERIFIABLE, Engine, Limits
+from telewarden.proxy.judge_client import JudgePool, Judged
 from telewarden.proxy.exchange import apply_to_request, candidate_hosts, http_exchange, websocket_exchange
 from telewarden.engine.names import normalize_host
 from telewarden.engine.model import Decision, Exchange, Finding, Mode, Severity, Transport, Verdict
@@ -39,7 +40,8 @@ _LAST_VERDICTS = 20
 _WORST_MARKS = {"blocked": ":no_entry:", "scrubbed": ":broom:", "forwarded": ":warning:"}
 _OPTIONS = ("telewarden_mode", "telewarden_rules", "telewarden_bundled", "telewarden_audit",
             "telewarden_max_body", "telewarden_allow", "telewarden_block_status",
-            "telewarden_audit_max_bytes", "telewarden_audit_key")
+            "telewarden_audit_max_bytes", "telewarden_audit_key", "telewarden_workers",
+            "telewarden_worker_timeout_ms")
 _RESOLVE_HOSTS, _RESOLVE_ADDRESSES, _RESOLVE_TIMEOUT = 256, 64, 5.0  # bounds of one resolver round
 # mitmproxy hands every log record to every addon (~100 us a call on a busy proxy), so judged
 # messages are not logged one by one: the trail has each of them, and the log gets a summary line
@@ -75,6 +77,7 @@ class Telewarden:
         self._block_lines = 0  # blocked messages logged one by one in this period
         self._summary: asyncio.Task | None = None
         self._flush_scheduled = False
+        self.judges: JudgePool | None = None  # telewarden_workers > 0: judged in other processes
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -115,6 +118,15 @@ class Telewarden:
                           "Seconds between resolutions of the packs' host names (0: never). A connection to one "
                           "of their addresses (or a pack's `addresses:`) is claimed even when it names nothing "
                           "(CONNECT to an IP without SNI, transparent mode). Never resolved per request.")
+        loader.add_option("telewarden_workers", int, 0,
+                          "Judge claimed messages in this many worker processes (0: in the proxy's own process). "
+                          "The proxy's event loop then only hands each message over and awaits its verdict, "
+                          "so other cores do the judging; the proxy still writes the audit trail before it "
+                          "forwards. A worker that dies or does not answer in time: the message is blocked "
+                          "(scrub, block) or forwarded and recorded as not judged (audit).")
+        loader.add_option("telewarden_worker_timeout_ms", int, 10000,
+                          "Milliseconds a worker may take to answer before it is killed and restarted and the "
+                          "messages it holds are treated as not judged.")
         # Scripts load before mitmproxy's NextLayer addon, so the guard that sees its choice is
         # added to the end of the chain; control frames need mitmproxy's WebSocket layer guarded.
         guard = ctx.master.addons.get(TransportGuard.name)
@@ -144,6 +156,10 @@ class Telewarden:
             raise exceptions.OptionsError("telewarden_max_body must be positive")
         if not 200 <= opts.telewarden_block_status <= 599:
             raise exceptions.OptionsError("telewarden_block_status must be an HTTP status (200-599)")
+        if not 0 <= opts.telewarden_workers <= 64:
+            raise exceptions.OptionsError("telewarden_workers must be between 0 and 64")
+        if opts.telewarden_worker_timeout_ms < 100:
+            raise exceptions.OptionsError("telewarden_worker_timeout_ms must be at least 100")
         try:
             waivers = parse_waivers(list(opts.telewarden_allow))
             packs = load_packs([Path(p) for p in opts.telewarden_rules], include_bundled=opts.telewarden_bundled)
@@ -168,8 +184,32 @@ class Telewarden:
             self.trail.close()
         self.engine, self.trail, self.mode = engine, trail, mode
         self.block_status = opts.telewarden_block_status
+        self._configure_judges(opts, waivers, trail.key)
         self._watched = file_stamps({f for p in packs for f in p.files()})
         log.info(f"telewarden: mode={mode.value}, packs={', '.join(p.id for p in packs)}, audit={trail.folder}")
+
+    def _configure_judges(self, opts: Any, waivers: dict[str, str], key: bytes) -> None:
+        """Workers get the same packs (loaded from the same files), key, limits and waivers."""
+        count, timeout = opts.telewarden_workers, opts.telewarden_worker_timeout_ms / 1000
+        config = {"rules": [str(Path(p).resolve()) for p in opts.telewarden_rules], "bundled": opts.telewarden_bundled,
+                  "key": key, "max_body": opts.telewarden_max_body, "waivers": waivers,
+                  "resolved": self.engine.resolved if self.engine is not None else {}}
+        judges = self.judges
+        if judges is not None and (len(judges.workers) != count or judges.timeout != timeout):
+            judges.close()
+            judges = self.judges = None
+        if count == 0:
+            return
+        if judges is None:
+            self.judges = JudgePool(count, config, timeout)
+            try:
+                self.judges.start()  # a running proxy (reconfigured); else started in running()
+            except RuntimeError:  # no event loop yet
+                pass
+            except OSError as e:  # messages fail closed; a later message tries to start them again
+                log.error(f"telewarden: cannot start the judge workers: {e.strerror or e}")
+        else:
+            judges.configure(config)
 
     def running(self) -> None:
         # An option that mitmproxy could not apply (e.g. a script option given twice) leaves the
@@ -184,6 +224,11 @@ class Telewarden:
             self._resolver = loop.create_task(self._resolve_forever())
         if self._summary is None:
             self._summary = loop.create_task(self._summarize_forever())
+        if self.judges is not None:
+            try:
+                self.judges.start()
+            except OSError as e:  # logged at startup: mitmdump exits rather than run without judges
+                log.error(f"telewarden: cannot start the judge workers: {e.strerror or e}")
         # mitmproxy listens before its startup ends, and an error logged until then (a client's
         # request that crashes a connection, say) makes mitmdump exit: say when startup is over.
         log.info("telewarden: running")
@@ -240,6 +285,8 @@ class Telewarden:
                 addresses.setdefault(ip, pack_id)
         if engine is self.engine:
             engine.set_resolved(addresses)
+            if self.judges is not None:
+                self.judges.set_resolved(addresses)
 
     async def _summarize_forever(self) -> None:
         while True:
@@ -269,6 +316,8 @@ class Telewarden:
             self._log_summary()
         except Exception:  # noqa: BLE001
             pass
+        if self.judges is not None:
+            self.judges.close()
         if self.trail is not None:
             self.trail.close()
 
@@ -320,35 +369,58 @@ class Telewarden:
                 log.error(f"telewarden: requestheaders failed ({type(e).__name__}); refusing the request")
                 flow.kill()
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Judge a claimed request, then forward, repair, block or sink it. With workers the
+        judging is awaited (mitmproxy awaits what a hook returns) and the rest is the same."""
         if flow.response is not None or flow.error is not None or not flow.live:
-            return
+            return None
         ex = None
         try:
             claimed = self._claim(flow)
             if claimed is None:
-                return
-            asked, hosts = claimed
+                return None
+            asked, hosts, pack = claimed
             engine = self.engine
             ex = http_exchange(flow, engine.limits.max_body if engine else DEFAULT_MAX_BODY, asked, hosts)
+            if self.judges is not None and pack is not None:
+                return self._request_judged_elsewhere(flow, ex, pack)
             verdict = self._inspect(ex)
             if verdict.decision is Decision.PASSED_THROUGH:
                 self._passed += 1
-                return
+                return None
             if verdict.decision is Decision.SCRUBBED and verdict.repaired is not None:
                 apply_to_request(flow.request, verdict.repaired)
         except Exception as e:  # noqa: BLE001 - fail closed
             verdict = self._failure(ex, e)
         if self.sink and verdict.decision is not Decision.BLOCKED:
             verdict.sunk = True
-        self._record(verdict, ex, flow)
+        self._conclude_request(flow, ex, verdict)
+        return None
+
+    async def _request_judged_elsewhere(self, flow: http.HTTPFlow, ex: Exchange, pack: str) -> None:
+        assert self.judges is not None
+        encoded = None
+        try:
+            verdict, encoded = await self.judges.judge(ex, self.mode, self.sink, pack)
+            if verdict.decision is Decision.SCRUBBED and verdict.repaired is not None:
+                apply_to_request(flow.request, verdict.repaired)
+        except Exception as e:  # noqa: BLE001 - fail closed
+            verdict, encoded = self._failure(ex, e), None
+            if self.sink and verdict.decision is not Decision.BLOCKED:
+                verdict.sunk = True
+        self._conclude_request(flow, ex, verdict, encoded)
+
+    def _conclude_request(self, flow: http.HTTPFlow, ex: Exchange | None, verdict: Verdict | Judged,
+                          encoded: tuple[str, str] | None = None) -> None:
+        """Record (before anything leaves), then block, sink or let the request go."""
+        self._record(verdict, ex, flow, encoded)
         if verdict.decision is Decision.BLOCKED:
             self._block_http(flow, verdict)
         elif verdict.sunk:
             flow.response = self._sink_response(verdict)
         self._annotate(flow, verdict)
 
-    def _sink_response(self, verdict: Verdict) -> http.Response:
+    def _sink_response(self, verdict: Verdict | Judged) -> http.Response:
         """The answer the vendor's endpoint would give (`respond:` in the pack), so the product
         behaves as usual; a WebSocket handshake cannot be answered without a server: refused."""
         endpoint = None
@@ -361,29 +433,47 @@ class Telewarden:
         headers = {"X-Telewarden": "sink", **respond.get("headers", {})}
         return http.Response.make(respond.get("status", 200), respond.get("body", "").encode(), headers)
 
-    def websocket_message(self, flow: http.HTTPFlow) -> None:
+    def websocket_message(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         assert flow.websocket is not None
         message = flow.websocket.messages[-1]
         if not message.from_client:
             self._trim(flow)
-            return
+            return None
         ex = None
         try:
             claimed = self._claim(flow)
             if claimed is None:
                 self._trim(flow)
-                return
-            asked, hosts = claimed
+                return None
+            asked, hosts, pack = claimed
             ex = websocket_exchange(flow, message.content, message.is_text, message.timestamp, asked, hosts)
+            if self.judges is not None and pack is not None:
+                return self._message_judged_elsewhere(flow, message, ex, pack)
             verdict = self._inspect(ex)
             if verdict.decision is Decision.PASSED_THROUGH:
                 self._trim(flow)
-                return
+                return None
             if verdict.decision is Decision.SCRUBBED and verdict.repaired and verdict.repaired.body is not None:
                 message.content = verdict.repaired.body
         except Exception as e:  # noqa: BLE001 - fail closed
             verdict = self._failure(ex, e)
-        self._record(verdict, ex, flow)
+        self._conclude_message(flow, message, ex, verdict)
+        return None
+
+    async def _message_judged_elsewhere(self, flow: http.HTTPFlow, message: Any, ex: Exchange, pack: str) -> None:
+        assert self.judges is not None
+        encoded = None
+        try:
+            verdict, encoded = await self.judges.judge(ex, self.mode, False, pack)
+            if verdict.decision is Decision.SCRUBBED and verdict.repaired and verdict.repaired.body is not None:
+                message.content = verdict.repaired.body
+        except Exception as e:  # noqa: BLE001 - fail closed
+            verdict, encoded = self._failure(ex, e), None
+        self._conclude_message(flow, message, ex, verdict, encoded)
+
+    def _conclude_message(self, flow: http.HTTPFlow, message: Any, ex: Exchange | None, verdict: Verdict | Judged,
+                          encoded: tuple[str, str] | None = None) -> None:
+        self._record(verdict, ex, flow, encoded)
         if verdict.decision is Decision.BLOCKED:
             message.drop()
         self._annotate(flow, verdict)
@@ -475,16 +565,19 @@ class Telewarden:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _claim(self, flow: http.HTTPFlow) -> tuple[str | None, tuple[str, ...]] | None:
-        """(asked, hosts) of a message to judge, or None when no pack claims it (counted as passed
-        through): the claim comes first, so traffic no pack claims costs its names and no more.
-        With no engine configured the message goes on to be judged, which fails closed."""
+    def _claim(self, flow: http.HTTPFlow) -> tuple[str | None, tuple[str, ...], str | None] | None:
+        """(asked, hosts, pack id) of a message to judge, or None when no pack claims it (counted
+        as passed through): the claim comes first, so traffic no pack claims costs its names and
+        no more. With no engine configured the message goes on to be judged, which fails closed."""
         asked = self._asked.get(flow.server_conn.id)
         hosts = candidate_hosts(flow, asked)
-        if self.engine is not None and self.engine.claim(hosts) is None:
+        if self.engine is None:
+            return asked, hosts, None
+        pack = self.engine.claim(hosts)
+        if pack is None:
             self._passed += 1
             return None
-        return asked, hosts
+        return asked, hosts, pack.id
 
     def _claimed(self, flow: http.HTTPFlow) -> bool:
         return self.engine is not None and self.engine.claim(candidate_hosts(flow, self._asked_for(flow))) is not None
@@ -508,7 +601,9 @@ class Telewarden:
                           Severity.HIGH)
         return Verdict(ex_id, decision, self.mode, findings=[finding], error=reason)
 
-    def _record(self, verdict: Verdict, ex: Exchange | None, flow: http.HTTPFlow | None) -> None:
+    def _record(self, verdict: Verdict | Judged, ex: Exchange | None, flow: http.HTTPFlow | None,
+                encoded: tuple[str, str] | None = None) -> None:
+        """Write the record before anything is forwarded (`encoded`: built by a worker)."""
         if ex is None:
             assert flow is not None
             # the failure came before an Exchange existed: describe the request as it stands
@@ -518,7 +613,10 @@ class Telewarden:
             trail = self.trail
             if trail is None:
                 raise AuditError("no audit trail configured")
-            trail.write(record(verdict, ex))  # audit.jsonl, written before anything is forwarded
+            if encoded is None:
+                trail.write(record(verdict, ex))  # audit.jsonl, written before anything is forwarded
+            else:
+                trail.write_encoded(*encoded)
         except Exception as e:  # noqa: BLE001 - an unaudited message must not leave in enforcing modes
             log.error(f"telewarden: AUDIT TRAIL FAILED: {e}")
             if self.mode is not Mode.AUDIT and verdict.decision is not Decision.BLOCKED:
@@ -560,7 +658,7 @@ class Telewarden:
         except Exception:  # noqa: BLE001 - the chain has every record; never break the loop
             log.error("telewarden: rendering audit.log failed (audit.jsonl has the records)", exc_info=True)
 
-    def _block_http(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
+    def _block_http(self, flow: http.HTTPFlow, verdict: Verdict | Judged) -> None:
         body = {"telewarden": "blocked", "message": verdict.exchange_id, "rules": verdict.rule_ids}
         if verdict.error:
             body["reason"] = verdict.error
@@ -568,7 +666,7 @@ class Telewarden:
                                            {"Content-Type": "application/json", "X-Telewarden": "blocked"})
 
     @staticmethod
-    def _annotate(flow: http.HTTPFlow, verdict: Verdict) -> None:
+    def _annotate(flow: http.HTTPFlow, verdict: Verdict | Judged) -> None:
         """Verdict on the flow for mitmweb users (~meta, ~comment, ~marked) and saved flows.
 
         Bounded: a WebSocket flow can carry frames for hours, so it keeps counts per decision,

@@ -1,0 +1,254 @@
+"""`telewarden_workers`: judging in other processes must change where the CPU is spent, nothing
+else. The same bytes reach the upstream, the same decisions are recorded in the same chain, and
+a worker that dies or hangs blocks what it held (scrub, block) and never lets it through unjudged."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PAYLOADS, exchange, is_console
+from support.harness import BIN
+from telewarden.audit.render import block, record
+from telewarden.audit.trail import AuditTrail, encode_record
+from telewarden.engine.model import Decision, Exchange, Mode, Transport
+from telewarden.proxy.judge_worker import engine_from, flat, frame, frames, judge, unflat
+from test_proxy import HTTP_BAD, HTTP_GENUINE, SENTINEL, WS_BAD, body_of, wait_sentinel, ws_session
+
+WORKERS = ["--set", "telewarden_workers=1"]
+CONFIG = {"rules": [], "bundled": True, "key": b"test-key", "max_body": 1 << 20, "waivers": {}, "resolved": {}}
+
+
+# -- the hand-over itself ----------------------------------------------------------------------
+
+def test_every_exchange_field_crosses_to_the_worker():
+    """A field added to Exchange and forgotten by flat() would be judged with its default."""
+    values = {"transport": Transport.WEBSOCKET, "method": "PATCH", "hosts": ("a.test", "10.0.0.1"), "port": 8443,
+              "path": "/p", "query": "q=1", "headers": (("x-a", "1"),), "body": b"\x00{}", "body_problem": "bad",
+              "frame_is_text": False, "scheme": "http", "target_problem": "fragment", "raw_target": "/p#x",
+              "sent_names": (("host", "a.test"),), "connected": ("a.test",), "id": "m42", "timestamp": 12.5}
+    assert set(values) == {f.name for f in dataclasses.fields(Exchange)}
+    ex = Exchange(**values)
+    assert dataclasses.asdict(unflat(flat(ex))) == dataclasses.asdict(ex)
+
+
+def test_frames_are_taken_whole_however_the_stream_is_cut():
+    stream = b"".join(frame(("judge", i, b"x" * i)) for i in range(50))
+    buf, got = bytearray(), []
+    for i in range(0, len(stream), 7):
+        buf += stream[i:i + 7]
+        got += frames(buf)
+    assert got == [("judge", i, b"x" * i) for i in range(50)] and not buf
+
+
+def test_a_corrupt_length_is_refused_not_allocated():
+    with pytest.raises(ValueError):
+        frames(bytearray((2 ** 31).to_bytes(4, "big") + b"x"))
+
+
+def _cases() -> list[Exchange]:
+    http = [exchange(body_of(n)) for n in HTTP_GENUINE] + [exchange(body_of(c)) for c in HTTP_BAD]
+    ws = [exchange(body_of(n), "websocket") for n in sorted(PAYLOADS) if is_console(n)]
+    return http + ws + [exchange(body_of(c), "websocket") for c in WS_BAD]
+
+
+def _without_micros(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k != "micros"}
+
+
+@pytest.mark.parametrize("mode", ["audit", "scrub", "block"])
+def test_a_worker_judges_and_records_as_the_proxy_would(engine, mode):
+    """Same decision, repair, rules and record (to the judging time) for every corpus message."""
+    worker = engine_from(CONFIG)
+    for ex in _cases():
+        here = engine.inspect(ex, Mode(mode))
+        answer = judge(worker, ("judge", 1, flat(ex), mode, False, here.pack))
+        assert answer[0] == "judged", answer
+        decision, pack, host, endpoint, kind, rules, error, sunk, repaired = answer[2]
+        assert (decision, pack, host, endpoint, kind, rules, error, sunk) == (
+            here.decision.value, here.pack, here.host, here.endpoint, here.kind, here.rule_ids, here.error, False)
+        assert repaired == (None if here.repaired is None else dataclasses.astuple(here.repaired))
+        members, human = answer[3], answer[4]
+        assert _without_micros(json.loads("{" + members + "}")) == _without_micros(record(here, ex))
+        assert human == block(json.loads("{" + members + "}"))
+
+
+def test_sink_is_recorded_by_the_worker_for_what_is_not_blocked(engine):
+    worker = engine_from(CONFIG)
+    ex = exchange(body_of(HTTP_GENUINE[0]))
+    answer = judge(worker, ("judge", 1, flat(ex), "scrub", True, "hasura"))
+    assert answer[2][7] is True and json.loads("{" + answer[3] + "}")["sunk"] is True
+
+
+def test_a_worker_whose_packs_differ_from_the_proxys_does_not_judge():
+    """The proxy claimed the message for one pack; a worker that would judge it by another (or
+    by none: passed through) says it failed, and the proxy blocks."""
+    worker = engine_from(CONFIG)
+    ex = exchange(body_of(HTTP_GENUINE[0]))
+    assert judge(worker, ("judge", 7, flat(ex), "scrub", False, "some-other-pack"))[:2] == ("failed", 7)
+    assert judge(None, ("judge", 8, flat(ex), "scrub", False, "hasura"))[:2] == ("failed", 8)
+
+
+def test_records_written_encoded_chain_exactly_like_records_written_whole(tmp_path, engine):
+    recs = [record(engine.inspect(ex, Mode.SCRUB), ex) for ex in _cases()[:12]]
+    whole = AuditTrail(tmp_path / "whole", key_path=tmp_path / "k")
+    encoded = AuditTrail(tmp_path / "encoded", key_path=tmp_path / "k")
+    for rec in recs:
+        whole.write(rec)
+        encoded.write_encoded(encode_record(rec), block(rec))
+    whole.close(), encoded.close()
+    for name in ("audit.jsonl", "audit.log"):
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "encoded" / name).read_bytes()
+
+
+# -- through a real proxy ----------------------------------------------------------------------
+
+
+def _workers_of(proxy) -> list[int]:
+    pids = []
+    for task in Path(f"/proc/{proxy.proc.pid}/task").glob("*/children"):
+        pids += [int(p) for p in task.read_text().split()]
+    return pids
+
+
+def _wait_workers(proxy, count: int = 1, timeout: float = 20) -> list[int]:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        pids = _workers_of(proxy)
+        if len(pids) >= count:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError(f"no judge worker started:\n{proxy.log.read_text()[-2000:]}")
+
+
+def _outcomes(proxy, upstream, bodies: list[bytes]) -> list[tuple]:
+    out = []
+    for body in bodies:
+        upstream.clear()
+        status, _ = proxy.curl(body)
+        rec = proxy.decisions()[-1]
+        out.append((status, [r.body for r in upstream.requests()], rec["decision"],
+                    sorted(f["rule"] for f in rec["findings"])))
+    return out
+
+
+@pytest.mark.proxy
+@pytest.mark.parametrize("mode", ["audit", "scrub", "block"])
+def test_with_workers_the_same_bytes_leave_and_the_same_decisions_are_recorded(proxies, start_proxy, upstream,
+                                                                              mode):
+    bodies = [body_of(n) for n in HTTP_GENUINE] + [body_of(c) for c in HTTP_BAD]
+    proxy = start_proxy(mode, WORKERS)
+    assert _wait_workers(proxy)
+    assert _outcomes(proxy, upstream, bodies) == _outcomes(proxies(mode), upstream, bodies)
+    proxy.stop()
+    verify = subprocess.run([str(BIN / "telewarden"), "audit", "verify", str(proxy.audit)], capture_output=True,
+                            text=True, timeout=60)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    lines = (proxy.audit / "audit.jsonl").read_text().count("\n")
+    assert (proxy.audit / "audit.log").read_text().count("\n\n") == lines == len(bodies)
+
+
+@pytest.mark.proxy
+@pytest.mark.parametrize("mode", ["scrub", "block"])
+def test_with_workers_websocket_frames_are_judged_one_by_one(start_proxy, upstream, engine, mode):
+    proxy = start_proxy(mode, WORKERS)
+    _wait_workers(proxy)
+    good = [body_of(n) for n in sorted(PAYLOADS) if is_console(n)]
+    bad = [body_of(c) for c in WS_BAD]
+    upstream.clear()
+    ws_session(proxy, [*good, *bad, SENTINEL])
+    got = wait_sentinel(upstream)
+    assert got[:len(good)] == good and not set(got) & set(bad)
+    for frame_ in got:
+        assert engine.inspect(exchange(frame_, "websocket"), "block").findings == []
+    if mode == "block":
+        assert len(got) == len(good)
+
+
+@pytest.mark.proxy
+@pytest.mark.parametrize("mode,status", [("scrub", 403), ("block", 403), ("audit", 200)])
+def test_a_hung_worker_is_killed_and_what_it_held_is_not_forwarded_unjudged(start_proxy, upstream, mode, status):
+    """SIGSTOP the worker: the message waits no longer than the timeout, then is blocked (scrub,
+    block) or forwarded and recorded as not judged (audit); the next message is judged by a new worker."""
+    proxy = start_proxy(mode, [*WORKERS, "--set", "telewarden_worker_timeout_ms=600"])
+    [worker] = _wait_workers(proxy)
+    body = body_of(HTTP_GENUINE[0])
+    assert proxy.curl(body)[0] == 200  # judged once: the worker is up
+    os.kill(worker, signal.SIGSTOP)
+    upstream.clear()
+    t0 = time.monotonic()
+    got, _ = proxy.curl(body)
+    assert got == status and time.monotonic() - t0 < 5
+    assert [r.body for r in upstream.requests()] == ([body] if mode == "audit" else [])
+    rec = proxy.decisions()[-1]
+    assert rec["decision"] == ("forwarded" if mode == "audit" else "blocked")
+    assert [f["rule"] for f in rec["findings"]] == ["telewarden.internal-error"]
+    assert "did not answer within 0.6 s" in proxy.log.read_text()
+    time.sleep(1.1)  # restarted no sooner than a second after it died
+    upstream.clear()
+    assert proxy.curl(body)[0] == 200 and [r.body for r in upstream.requests()] == [body]
+    assert proxy.decisions()[-1]["decision"] == "forwarded" and not proxy.decisions()[-1]["findings"]
+    assert worker not in _wait_workers(proxy)
+
+
+@pytest.mark.proxy
+def test_a_killed_worker_fails_closed_and_is_replaced(start_proxy, upstream):
+    proxy = start_proxy("scrub", WORKERS)
+    [worker] = _wait_workers(proxy)
+    bad = next(c for c in HTTP_BAD if c["scrubbable"])
+    assert proxy.curl(body_of(bad))[0] == 200
+    os.kill(worker, signal.SIGKILL)
+    upstream.clear()
+    assert proxy.curl(body_of(bad))[0] == 403 and upstream.requests() == []
+    assert proxy.decisions()[-1]["findings"][0]["rule"] == "telewarden.internal-error"
+    time.sleep(1.1)
+    upstream.clear()
+    assert proxy.curl(body_of(bad))[0] == 200
+    [got] = [r.body for r in upstream.requests()]
+    assert got != body_of(bad)  # repaired by the new worker, not forwarded as sent
+    assert proxy.decisions()[-1]["decision"] == "scrubbed"
+
+
+@pytest.mark.proxy
+@pytest.mark.parametrize("extra,message", [
+    (["--set", "telewarden_workers=-1"], "telewarden_workers must be between 0 and 64"),
+    (["--set", "telewarden_worker_timeout_ms=10"], "telewarden_worker_timeout_ms must be at least 100"),
+])
+def test_bad_worker_options_are_refused_at_startup(start_proxy, extra, message):
+    proxy = start_proxy("scrub", extra, wait=False)
+    assert proxy.proc.wait(30) != 0
+    assert message in proxy.log.read_text()
+
+
+def test_messages_larger_than_the_socket_buffer_all_come_back_in_order():
+    """Bodies of 600 KB, 12 at once: the socket takes part of them, the rest is written as the
+    worker reads (add_writer); every message gets its own verdict."""
+    import asyncio
+
+    from telewarden.proxy.judge_client import JudgePool
+
+    big = json.dumps({**PAYLOADS[HTTP_GENUINE[0]], "pad": "x" * 600_000}).encode()
+    cases = [exchange(big if i % 2 else body_of(HTTP_GENUINE[0])) for i in range(12)]
+
+    async def run() -> list:
+        pool = JudgePool(1, CONFIG, timeout=20)
+        pool.start()
+        try:
+            return await asyncio.wait_for(asyncio.gather(*(pool.judge(ex, Mode.SCRUB, False, "hasura")
+                                                           for ex in cases)), 20)
+        finally:
+            pool.close()
+
+    answers = asyncio.run(run())
+    assert [v.exchange_id for v, _ in answers] == [ex.id for ex in cases]
+    for i, (v, (members, _)) in enumerate(answers):
+        rec = json.loads("{" + members + "}")
+        assert rec["id"] == cases[i].id and rec["size_in"] == len(cases[i].body)
+        assert (v.decision is Decision.FORWARDED) == (i % 2 == 0)

@@ -10,7 +10,10 @@ it forwards messages unjudged):
   trail     as `inspect`, and nothing is recorded either (no audit.jsonl, no audit.log): with
             `inspect`, what the trail costs;
   judge     the request hook returns right after the claim (names and claim still run): what the
-            proxy pays for being an addon that claims the flow and does nothing else.
+            proxy pays for being an addon that claims the flow and does nothing else;
+  handover  with telewarden_workers: the workers are not asked; the hook awaits one turn of the event
+            loop and gets a prepared "forwarded" verdict and record (the Exchange, the chained write
+            and the annotation still run): with the real workers, what the hand-over itself costs.
 The figures say how much of the gap to bare mitmdump each part could ever close.
 """
 
@@ -44,6 +47,26 @@ class Ceiling:
             engine.inspect = inspect
             if what == "trail":
                 tw._record = lambda verdict, ex, flow: None
+        elif what == "handover":
+            import asyncio
+
+            from telewarden.audit.render import block, record
+            from telewarden.audit.trail import encode_record
+            from telewarden.proxy.judge_client import Judged
+
+            if tw.judges is None:
+                raise ValueError("ceiling=handover needs telewarden_workers")
+            canned: dict[str, Any] = {}
+
+            async def judge(ex: Any, mode: Any, sink: bool, pack: str) -> Any:
+                await asyncio.sleep(0)
+                if not canned:
+                    rec = record(Verdict(ex.id, Decision.FORWARDED, mode, pack=pack), ex)
+                    canned["encoded"] = (encode_record(rec), block(rec))
+                return (Judged(ex.id, Decision.FORWARDED, mode, pack, None, None, None, [], None, False, None),
+                        canned["encoded"])
+
+            tw.judges.judge = judge
         elif what == "judge":
             candidate_hosts = namespace["candidate_hosts"]
 

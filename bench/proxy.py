@@ -100,6 +100,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def judge_workers(pid: int) -> list[int]:
+    """telewarden's judge worker processes (children of `pid` running judge_worker), from /proc."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            kids = [int(c) for c in task.read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                if b"judge_worker" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                    out.append(kid)
+            except OSError:
+                pass
+    return out
+
+
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -153,6 +170,8 @@ def main() -> None:
                     help="with --hooktime: also time the parts inside the hooks (their wrappers count in the hooks)")
     ap.add_argument("--clean-only", action="store_true", help="send only conforming payloads")
     ap.add_argument("--no-pin", action="store_true", help="do not pin proxies and load generator to CPUs")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="telewarden_workers: judge in N worker processes, pinned to the load generator's CPUs")
     ap.add_argument("--telewarden-arg", action="append", default=[], metavar="ARG",
                     help="extra argument for telewarden run (e.g. --telewarden-arg=--sink)")
     args = ap.parse_args()
@@ -200,7 +219,7 @@ def main() -> None:
                 else:
                     cmd = [str(BIN / "telewarden"), "run", "--mode", args.tw_mode, "--mode", spec,
                            "--audit", str(tmp / f"audit-{proto}"), "--listen-port", str(port), *common,
-                           *args.telewarden_arg]
+                           *args.telewarden_arg, *(["--set", f"telewarden_workers={args.workers}"] if args.workers else [])]
                     if args.hooktime:
                         cmd += ["-s", str(ROOT / "bench" / "hooktime.py")]
                 p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=penv,
@@ -229,8 +248,16 @@ def main() -> None:
             tls = ctx if proto == "https" else None
             asyncio.run(load(targets[(proto, "mitmdump")], tls, 1.0, args.connections, host=host))  # warm up both
             asyncio.run(load(targets[(proto, "telewarden")], tls, 1.0, args.connections, host=host))
+            workers = judge_workers(pids[(proto, "telewarden")]) if args.workers else []
+            for w in workers:  # they inherit the proxy's CPU; the point is to use another one
+                if other_cpus:
+                    os.sched_setaffinity(w, other_cpus)
+            if args.workers:
+                print(f"{proto:<5} {len(workers)} judge worker(s) " + (f"pinned to CPU {sorted(other_cpus)} beside the "
+                      f"load generator and upstream" if other_cpus else "not pinned"))
             results: dict[str, tuple[list[float], list[float]]] = {"mitmdump": ([], []), "telewarden": ([], [])}
             cpu = {"mitmdump": 0.0, "telewarden": 0.0}
+            worker_cpu = 0.0
             shares: list[float] = []
             gc_shares: dict[str, list[float]] = {"mitmdump": [], "telewarden": []}
             per_hook: dict[str, float] = {}
@@ -239,11 +266,14 @@ def main() -> None:
                 order = ("mitmdump", "telewarden") if r % 2 == 0 else ("telewarden", "mitmdump")
                 for name in order:
                     c0 = cpu_seconds(pids[(proto, name)])
+                    w0 = sum(cpu_seconds(w) for w in workers) if name == "telewarden" else 0.0
                     hookfile = hookfiles.get((proto, name))
                     before = hook_snapshot(hookfile) if hookfile else None
                     rate, lat = asyncio.run(load(targets[(proto, name)], tls, args.seconds, args.connections,
                                                  args.clean_only, host))
                     cpu[name] += cpu_seconds(pids[(proto, name)]) - c0
+                    if name == "telewarden" and workers:
+                        worker_cpu += sum(cpu_seconds(w) for w in workers) - w0
                     if before is not None:
                         time.sleep(0.45)  # the addon writes its totals every 0.2 s; the proxy is idle now
                         share, per, calls, gc_share = hook_share(before, hook_snapshot(hookfile))
@@ -264,6 +294,8 @@ def main() -> None:
                 print(f"{proto:<5} {name:<11} {statistics.mean(rates):>8,.0f} req/s   p50 {pct[name][0]:6.2f} ms   "
                       f"p99 {pct[name][1]:6.2f} ms   proxy CPU {cpu[name] / n * 1e6:5.0f} us/req   "
                       f"(rounds: {', '.join(f'{x:,.0f}' for x in rates)})")
+            if workers:
+                print(f"{proto:<5} judge workers CPU {worker_cpu / len(results['telewarden'][1]) * 1e6:5.0f} us/req")
             ratio = statistics.mean(results["telewarden"][0]) / statistics.mean(results["mitmdump"][0])
             per_round = [t / m for t, m in zip(results["telewarden"][0], results["mitmdump"][0])]
             print(f"{proto:<5} ratio telewarden/mitmdump throughput: {ratio:.3f}  (per round: median "

@@ -1,6 +1,9 @@
-"""Would judging in a worker process pay? The proxy-side cost of handing a message over.
+"""The proxy-side cost of handing a message to a judge process, in isolation (a tight loop).
 
     python bench/worker.py [--messages 4000] [--window 8]
+
+The real thing is `telewarden_workers` (src/telewarden/proxy/judge_worker.py, judge_client.py),
+measured inside a live proxy by `./tw bench proxy --workers N`; this loop uses the same encoding.
 
 A worker process runs Engine.inspect; the parent (standing in for the proxy's event loop) sends
 each Hasura-mix Exchange (as a tuple of builtins) pickled over a pipe and reads back the decision, the repair and
@@ -27,21 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from engine import exchanges  # noqa: E402  (bench/engine.py)
 
 from telewarden.engine.judge import Engine  # noqa: E402
-from telewarden.engine.model import Exchange, Mode, Transport  # noqa: E402
+from telewarden.engine.model import Mode  # noqa: E402
 from telewarden.audit.render import record  # noqa: E402
-
-
-def flat(ex: Exchange) -> tuple:
-    """An Exchange as builtins only: pickle handles those in C (a slots dataclass goes through
-    Python-level reduction, several times slower)."""
-    return (ex.transport.value, ex.method, ex.hosts, ex.port, ex.path, ex.query, ex.headers, ex.body,
-            ex.body_problem, ex.frame_is_text, ex.scheme, ex.target_problem, ex.raw_target, ex.sent_names,
-            ex.connected, ex.id, ex.timestamp)
-
-
-def unflat(t: tuple) -> Exchange:
-    return Exchange(Transport(t[0]), *t[1:])
 from telewarden.engine.packs import load_packs  # noqa: E402
+from telewarden.proxy.judge_worker import flat, unflat  # noqa: E402  (what the proxy's workers use)
 
 
 def worker(conn, cpu: int | None) -> None:

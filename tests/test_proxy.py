@@ -345,6 +345,8 @@ def test_flows_saved_with_w_keep_the_verdict_for_mitmweb_users(start_proxy, upst
     (["--set", "telewarden_max_body=0"], "telewarden_max_body must be positive"),
     (["--set", "telewarden_allow=no-reason"], "expected RULE_ID=REASON"),
     (["--rules", "/nonexistent/pack.yaml"], "no such file or folder"),
+    (["--set", "telewarden_workers=-1"], "telewarden_workers must be between 0 and 64"),
+    (["--set", "telewarden_worker_timeout_ms=10"], "telewarden_worker_timeout_ms must be at least 100"),
 ])
 def test_bad_configuration_at_startup_exits_nonzero_naming_the_problem(start_proxy, extra, message):
     proxy = start_proxy("scrub", extra, wait=False)

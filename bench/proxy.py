@@ -12,6 +12,9 @@ The load generator keeps N keep-alive connections busy with POSTs of real Hasura
 1 violating) and records each request's latency. Prints requests/s, p50 and p99 latency and the
 telewarden/plain throughput ratio with the spread of the per-round ratios (each telewarden round
 against the plain round next to it), and the latency telewarden adds (p50 and p99 differences).
+--aa runs bare mitmdump in both slots: the ratio it prints is the bench's own noise and bias (read
+other ratios against it). --workers N sets telewarden_workers and pins the workers to the load
+generator's CPUs (they inherit the proxy's), and prints their CPU per request.
 --unclaimed sends the same requests to a host no pack claims (other.test): what an egress proxy's
 ordinary traffic pays. --hooktime loads bench/hooktime.py after telewarden and prints the share of
 the proxy's CPU spent in telewarden's hooks (thread CPU time per hook call / process CPU time), and
@@ -170,6 +173,8 @@ def main() -> None:
                     help="with --hooktime: also time the parts inside the hooks (their wrappers count in the hooks)")
     ap.add_argument("--clean-only", action="store_true", help="send only conforming payloads")
     ap.add_argument("--no-pin", action="store_true", help="do not pin proxies and load generator to CPUs")
+    ap.add_argument("--aa", action="store_true",
+                    help="A/A run: the 'telewarden' slot runs a second bare mitmdump (the bench's own noise and bias)")
     ap.add_argument("--workers", type=int, default=0,
                     help="telewarden_workers: judge in N worker processes, pinned to the load generator's CPUs")
     ap.add_argument("--telewarden-arg", action="append", default=[], metavar="ARG",
@@ -212,7 +217,7 @@ def main() -> None:
                     hookfiles[(proto, name)] = tmp / f"hooktime-{proto}-{name}.json"
                     penv = {**env, "TELEWARDEN_HOOKTIME": str(hookfiles[(proto, name)]),
                             **({"TELEWARDEN_HOOKTIME_PARTS": "1"} if args.parts else {})}
-                if name == "mitmdump":
+                if name == "mitmdump" or args.aa:
                     cmd = [str(BIN / "mitmdump"), "--mode", spec, "--listen-port", str(port), *common]
                     if args.hooktime:
                         cmd += ["-s", str(ROOT / "bench" / "hooktime.py")]
@@ -228,7 +233,7 @@ def main() -> None:
                 wait_port(port, p)
                 targets[(proto, name)] = port
                 pids[(proto, name)] = p.pid
-                if name == "telewarden":  # listening comes before the script is loaded: wait for the trail
+                if name == "telewarden" and not args.aa:  # listening comes before the script is loaded
                     end = time.monotonic() + 30
                     while not (tmp / f"audit-{proto}" / "audit.jsonl").exists() and time.monotonic() < end:
                         time.sleep(0.05)

@@ -46,7 +46,7 @@ class Ceiling:
 
             engine.inspect = inspect
             if what == "trail":
-                tw._record = lambda verdict, ex, flow: None
+                tw._record = lambda *args: None
         elif what == "handover":
             import asyncio
 

@@ -241,3 +241,63 @@ def test_messages_larger_than_the_socket_buffer_all_come_back_in_order():
         rec = json.loads("{" + members + "}")
         assert rec["id"] == cases[i].id and rec["size_in"] == len(cases[i].body)
         assert (v.decision is Decision.FORWARDED) == (i % 2 == 0)
+
+
+def test_a_worker_builds_its_engine_from_the_whole_configuration():
+    """Rules, bundled, key, body limit, waivers and resolved addresses all reach the worker's engine."""
+    from conftest import ROOT
+
+    config = {"rules": [str(ROOT / "rules" / "hasura.yaml")], "bundled": False, "key": b"k", "max_body": 4000,
+              "waivers": {"hasura.cli.command-args": "tested"}, "resolved": {"10.9.9.9": "hasura"}}
+    worker = engine_from(config)
+    assert [p.id for p in worker.packs] == ["hasura"] and worker.limits.max_body == 4000
+    assert worker.claim(("10.9.9.9",)).id == "hasura"
+    flags = next(c for c in HTTP_BAD if c["name"] == "cli-flag-values")
+    v = worker.inspect(exchange(body_of(flags)), Mode.BLOCK)
+    assert [f.waived for f in v.findings] == ["tested"] and v.decision is Decision.FORWARDED
+
+
+def test_serve_answers_every_message_in_order_until_the_proxy_closes():
+    """The worker's loop, in this process: a failed configuration makes every message fail
+    (the proxy blocks them), a good one makes them judged, answers come back in order, and the
+    loop ends when the proxy's end closes."""
+    import socket
+    import threading
+
+    from telewarden.proxy.judge_worker import serve
+
+    ex = exchange(body_of(HTTP_GENUINE[0]))
+    proxy_end, worker_end = socket.socketpair()
+    thread = threading.Thread(target=serve, args=(worker_end,), daemon=True)
+    thread.start()
+    proxy_end.settimeout(30)
+    proxy_end.sendall(b"".join(frame(m) for m in [
+        ("resolved", {"10.9.9.9": "hasura"}),  # before any configuration: ignored
+        ("config", {"rules": []}),  # incomplete: refused
+        ("judge", 1, flat(ex), "scrub", False, "hasura"),
+        ("config", CONFIG),
+        ("judge", 2, flat(ex), "scrub", False, "hasura"),
+        ("resolved", {"10.9.9.9": "hasura"}),
+        ("judge", 3, flat(exchange(body_of(HTTP_GENUINE[0]), host="10.9.9.9")), "scrub", False, "hasura"),
+    ]))
+    answers, buf = [], bytearray()
+    while len(answers) < 5:
+        chunk = proxy_end.recv(1 << 20)
+        assert chunk, "the worker closed its end"
+        buf += chunk
+        answers += frames(buf)
+    proxy_end.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert answers[0][0] == "config" and answers[0][1].startswith("KeyError")
+    assert answers[1] == ("failed", 1, "RuntimeError")
+    assert answers[2] == ("config", None)
+    assert [a[:2] for a in answers[3:]] == [("judged", 2), ("judged", 3)]
+    assert answers[4][2][0] == "forwarded"  # claimed by its resolved address alone
+
+
+def test_a_frame_of_exactly_the_largest_length_waits_for_its_bytes():
+    from telewarden.proxy.judge_worker import MAX_FRAME
+
+    buf = bytearray(MAX_FRAME.to_bytes(4, "big") + b"x")
+    assert frames(buf) == [] and len(buf) == 5

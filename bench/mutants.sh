@@ -3,7 +3,7 @@
 #
 #   bench/mutants.sh [--head] [--jobs N] [--limit SECONDS] [MODULE...]
 #
-# MODULE: engine strictjson routes detectors packs audit checkrun addon judge_worker (default: all).
+# MODULE: engine strictjson routes detectors packs audit checkrun addon judge_worker judge_client (default: all).
 # For each module: a fresh copy of the project in $TELEWARDEN_MUTANTS_DIR/<module> (default
 # ${TMPDIR:-/tmp}/telewarden-mutants), mutmut mutating that module only (inside the copy's own
 # mutants/ folder), running only that module's unit tests (no proxy tests: a mitmdump subprocess
@@ -18,7 +18,7 @@ jobs=1           # the 2-core machine is shared: one mutant at a time unless tol
 limit=1500       # seconds per module, then the module's run is stopped and scored as far as it got
 head=0
 mutmut_version=3.8.1
-all=(engine strictjson routes detectors packs audit checkrun addon judge_worker)
+all=(engine strictjson routes detectors packs audit checkrun addon judge_worker judge_client)
 mods=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,7 +44,7 @@ tests_for() {
     audit)      echo "tests/test_audit.py tests/test_guarantees.py tests/test_trail_leaks.py" ;;
     checkrun)   echo "tests/test_guarantees.py tests/test_recordings.py tests/test_pytest_plugin.py" ;;
     addon)      echo "tests/test_addon.py tests/test_guarantees.py" ;;
-    judge_worker) echo "tests/test_workers.py" ;;
+    judge_worker|judge_client) echo "tests/test_workers.py" ;;
     *) echo "mutants: unknown module $1 (known: ${all[*]})" >&2; return 2 ;;
   esac
 }
@@ -57,7 +57,7 @@ path_of() {
     audit) echo audit/trail ;;
     checkrun) echo recordings/check ;;
     addon) echo proxy/addon ;;
-    judge_worker) echo proxy/judge_worker ;;
+    judge_worker|judge_client) echo "proxy/$1" ;;
   esac
 }
 

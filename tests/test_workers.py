@@ -301,3 +301,39 @@ def test_a_frame_of_exactly_the_largest_length_waits_for_its_bytes():
 
     buf = bytearray(MAX_FRAME.to_bytes(4, "big") + b"x")
     assert frames(buf) == [] and len(buf) == 5
+
+
+def test_the_pool_fails_what_a_hung_or_dead_worker_holds_and_starts_a_new_one():
+    """In this process (fast, and visible to mutation testing): a stopped worker's message fails
+    after the timeout, a killed worker's at once; a new worker answers after a second."""
+    import asyncio
+
+    from telewarden.proxy.judge_client import JudgeError, JudgePool
+
+    ex = exchange(body_of(HTTP_GENUINE[0]))
+
+    async def run() -> None:
+        pool = JudgePool(1, CONFIG, timeout=0.5)
+        pool.start()
+        worker = pool.workers[0]
+        try:
+            verdict, _ = await asyncio.wait_for(pool.judge(ex, Mode.SCRUB, False, "hasura"), 30)
+            assert verdict.decision is Decision.FORWARDED
+            first = worker.proc.pid
+            os.kill(first, signal.SIGSTOP)
+            t0 = time.monotonic()
+            with pytest.raises(JudgeError, match="did not answer within 0.5 s"):
+                await asyncio.wait_for(pool.judge(ex, Mode.SCRUB, False, "hasura"), 10)
+            assert 0.5 <= time.monotonic() - t0 < 3 and not worker.alive
+            with pytest.raises(JudgeError, match="died less than 1 s ago"):
+                await pool.judge(ex, Mode.SCRUB, False, "hasura")
+            await asyncio.sleep(1.05)
+            verdict, _ = await asyncio.wait_for(pool.judge(ex, Mode.SCRUB, False, "hasura"), 30)
+            assert verdict.decision is Decision.FORWARDED and worker.proc.pid != first
+            os.kill(worker.proc.pid, signal.SIGKILL)
+            with pytest.raises(JudgeError, match="exited|cannot write"):
+                await asyncio.wait_for(pool.judge(ex, Mode.SCRUB, False, "hasura"), 10)
+        finally:
+            pool.close()
+
+    asyncio.run(run())

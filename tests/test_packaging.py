@@ -53,3 +53,19 @@ def test_the_engine_the_trail_icap_and_the_judge_worker_import_no_mitmproxy():
     assert out.returncode == 0, out.stderr
     count, mitm = out.stdout.split(" ", 1)
     assert int(count) >= 14 and mitm.strip() == "[]", out.stdout
+
+
+def test_run_workers_flag_sets_the_option_unless_the_user_set_it():
+    from telewarden.cli import build_parser
+    from telewarden.proxy.runner import mitmdump_args
+
+    args, extra = build_parser().parse_known_args(["run", "--workers", "2"])
+    args.tw_mode = "scrub"
+    assert "telewarden_workers=2" in mitmdump_args(args, extra)
+    args, extra = build_parser().parse_known_args(["run", "--workers", "2", "--set", "telewarden_workers=3"])
+    args.tw_mode = "scrub"
+    argv = mitmdump_args(args, extra)
+    assert "telewarden_workers=3" in argv and "telewarden_workers=2" not in argv
+    args, extra = build_parser().parse_known_args(["run"])
+    args.tw_mode = "scrub"
+    assert not any(a.startswith("telewarden_workers=") for a in mitmdump_args(args, extra))

@@ -30,6 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sink", action="store_true",
                    help="capture without sending: judge and record claimed messages, answer them here, "
                         "never send them upstream (other traffic passes as usual)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="judge claimed messages in N worker processes, on other cores (default 0: in the proxy)")
     p.add_argument("--listen-host", default="127.0.0.1")
     p.add_argument("--listen-port", type=int, default=8080)
     p.set_defaults(func=cmd_run, passthrough=True)
@@ -65,6 +67,8 @@ def mitmdump_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         ours.append(("telewarden_bundled", "false"))
     if args.sink:
         ours.append(("telewarden_sink", "true"))
+    if args.workers:
+        ours.append(("telewarden_workers", str(args.workers)))
     if args.audit_key:
         ours.append(("telewarden_audit_key", str(Path(args.audit_key).expanduser().resolve())))
     argv = ["-s", str(Path(addon.__file__).resolve()), "--listen-host", args.listen_host,

@@ -189,6 +189,20 @@ def test_pack_extra_patterns_run_on_re2_too():
         DetectorSet([], {"bad": r"(?<!x)y"})
 
 
+@pytest.mark.parametrize("pattern,text", [
+    (r"[0-9]+", "id 1234, 5678"),  # no \b: the next search must not find a hit again inside the last one
+    (r"\d*", "ab1"),  # matches the empty string: at every position, and at the end of the text
+    (r"\d*", "é1€"),  # ... and steps past a character after an empty hit, never into one
+    (r"x?", "😀x"),
+    (r"\d*", ""),
+])
+def test_a_packs_own_pattern_finds_what_re_finditer_finds(pattern, text):
+    """A pack's extra pattern may be any regex, even one that matches the empty string: its hits
+    are those of `re.finditer` (which steps one character past an empty match), and never raise."""
+    ds = DetectorSet([], {"mine": pattern})
+    assert [(h.start, h.end) for h in ds.scan(text)] == [(m.start(), m.end()) for m in re.finditer(pattern, text)]
+
+
 @pytest.mark.parametrize("pattern,reason", [
     (r"(?<=a)b", "lookbehind"), (r"(?<!a)b", "lookbehind"), (r"a(?=b)", "lookahead"), (r"a(?!b)", "lookahead"),
     (r"(a)\1", "backreferences"), (r"(?P<x>a)(?P=x)", "backreferences"), (r"a*+", "possessive"),

@@ -274,9 +274,11 @@ class DetectorSet:
             s, e, valid = best
             if valid:
                 found.append((dets[best_i].name, s, e))
-            pos = e if e > s else e + 1
-            if pos > len(data):
-                break
+            pos = e
+            if e == s:  # an empty hit (a pack's pattern may match ""): one character on, as `re` goes,
+                if e == len(data):  # not one byte, which would leave pos inside a character
+                    break
+                pos += _char_len(data[e])
         return _char_offsets(text, data, found)
 
     def first(self, text: str) -> Hit | None:

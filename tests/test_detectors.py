@@ -189,6 +189,13 @@ def test_pack_extra_patterns_run_on_re2_too():
         DetectorSet([], {"bad": r"(?<!x)y"})
 
 
+def test_extra_patterns_too_large_together_are_refused_with_a_reason():
+    """Each pattern compiles alone, but RE2 runs all of them as one set within one memory budget: the
+    pack author gets a PatternError that says so."""
+    with pytest.raises(PatternError, match="too large together"):
+        DetectorSet([], {f"big-{i}": r"[\pL\pN]{300}" for i in range(3)})
+
+
 @pytest.mark.parametrize("pattern,text", [
     (r"[0-9]+", "id 1234, 5678"),  # no \b: the next search must not find a hit again inside the last one
     (r"\d*", "ab1"),  # matches the empty string: at every position, and at the end of the text

@@ -305,7 +305,7 @@ def _set(patterns: list[str]) -> _re2.Set:
     for p in patterns:
         if s.Add(p.encode("utf-8")) < 0:  # pragma: no cover - every pattern compiled alone
             raise PatternError("a detector pattern does not compile in a set")
-    if not s.Compile():  # pragma: no cover - RE2 out of memory for the set
+    if not s.Compile():  # each pattern fits alone, not all together (a pack's large extra patterns)
         raise PatternError("the detector patterns are too large together")
     return s
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import PAYLOADS
-from telewarden.engine.detectors import DETECTOR_PATTERNS, DetectorSet, mask
+from telewarden.engine.detectors import DETECTOR_PATTERNS, DetectorSet, Hit, _may_hit, mask
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,42 @@ def test_unknown_detector_name_is_rejected():
 
 def test_payload_json_has_no_accidental_hit(all_detectors):
     assert all_detectors.scan(json.dumps(PAYLOADS["server-v2.48-default-source"])) == []
+
+
+# -- first(): the clean path, with its prefilter and memo
+
+@pytest.mark.parametrize("text", [
+    "key AKIAIOSFODNN7EXAMPLE", "ASIAIOSFODNN7EXAMPLE", "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "xoxb-1234567890-abcdefghij", "sk_live_abcdefghijklmnop1234", "rk_test_abcdefghijklmnop1234",
+    "AIzaSyA1234567890abcdefghijklmnopqrstuv", "glpat-abcdefghij0123456789", "-----BEGIN RSA PRIVATE KEY-----",
+    "Bearer abcdefxyz0123456789", "TOKEN abcdefxyz0123456789", "basic dXNlcjpwYXNzd29yZA",
+])
+def test_first_finds_secrets_spelt_without_punctuation(text):
+    """first() answers "clean" without a regex when a string has no trigger character: a secret of
+    letters, digits, `-` and `_` only must get through on its literal word (any case for the
+    bearer-token ones)."""
+    assert not set("@.:/\\=") & set(text)
+    ds = DetectorSet(DETECTOR_PATTERNS)
+    assert ds.first(text) == ds.scan(text)[0]
+
+
+def test_plain_values_are_answered_without_any_regex():
+    """The clean path's saving: a value with no trigger character or word (most telemetry strings)
+    is cleared by substring tests alone, before the RE2 set runs."""
+    for text in ("postgres", "Enable the new data tab", "CGROUP_UNAVAILABLE|CPU_INCONCLUSIVE", "hasura migrate apply"):
+        assert not _may_hit(text), text
+
+
+def test_first_does_not_prefilter_a_packs_own_detectors():
+    """A pack's pattern can match what no built-in trigger announces."""
+    assert DetectorSet(["email"], {"ticket": r"ACME-\d+"}).first("ACME-42") == Hit("ticket", 0, 7)
+
+
+def test_a_pack_that_turns_every_detector_off_finds_nothing():
+    """`detectors: {builtin: []}` without extras is a valid pack: every string is clean, nothing raises."""
+    ds = DetectorSet([])
+    for text in ("jane@acme.com", "10.0.0.1", "postgres"):
+        assert ds.first(text) is None and ds.scan(text) == []
 
 
 # -- RE2: the same hits as the `re` patterns with lookarounds they replace ---------------------
@@ -171,7 +207,9 @@ def test_offsets_are_characters_not_bytes(all_detectors):
 def test_lone_surrogates_from_header_decoding_never_raise(all_detectors):
     text = "Go-http-client/1.1 \udcff db01.acme.internal"  # surrogateescape'd byte, as mitmproxy decodes
     assert [h.detector for h in all_detectors.scan(text)] == ["hostname"]
-    assert all_detectors.first("\udcff\udcfe") is None
+    assert all_detectors.first(text) == all_detectors.scan(text)[0]
+    assert all_detectors.first("\udcff\udcfe") is None  # no trigger: the prefilter answers
+    assert all_detectors.first("Go-http-client/1.1 \udcff") is None  # a trigger: the RE2 set answers
 
 
 def test_candidates_past_the_limit_become_one_hit_to_the_end(all_detectors):

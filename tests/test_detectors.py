@@ -79,12 +79,27 @@ def test_pack_choice_and_extra_patterns():
 
 
 def test_unknown_detector_name_is_rejected():
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="telepathy"):  # says which name
         DetectorSet(["telepathy"])
 
 
 def test_payload_json_has_no_accidental_hit(all_detectors):
     assert all_detectors.scan(json.dumps(PAYLOADS["server-v2.48-default-source"])) == []
+
+
+def test_a_tie_goes_to_the_detector_listed_first(all_detectors):
+    """`bob.dev` is a host name and the start of an e-mail address: the e-mail (listed first, the
+    longer hit) wins, so the whole address is masked, not only its local part."""
+    text = "contact bob.dev@acme.io"
+    assert mask(text, all_detectors.scan(text)) == "contact [email]"
+
+
+def test_mask_drops_a_hit_inside_an_earlier_one_and_masks_the_rest():
+    """Hits of two scans merged may overlap: the overlapped one is dropped, the later ones masked."""
+    text = "see https://db01.acme.internal/x from 10.0.0.1"
+    hits = sorted(DetectorSet(["url"]).scan(text) + DetectorSet(["hostname", "ipv4"]).scan(text), key=lambda h: h.start)
+    assert [h.detector for h in hits] == ["url", "hostname", "ipv4"]  # the host name lies inside the URL
+    assert mask(text, hits) == "see [url] from [ipv4]"
 
 
 # -- first(): the clean path, with its prefilter and memo
@@ -192,6 +207,9 @@ def test_same_hits_as_the_re_patterns_with_lookarounds(all_detectors, text):
     "::1", "a::1", "1:2", "1:2:3:4:5:6:7:8:9:10:11:12:13:14:15:16:17:18:19:20:21", "host db01.acme.internal.",
     "db01.acme.internal", "x.db01.acme.internal-y", "@db01.acme.internal", "é10.0.0.1", "db.acme.comé",
     "\u00e9db.acme.com", "naïve.acme.com", "ümlaut jane@acme.com", "Bearer\u00a0abcdefghijklmnop123",
+    # a hit at 0 whose first character is multi-byte: the Kelvin sign is a `(?i)` k; a Devanagari digit 1
+    # is \d for `re`, so "१0.0.0.1" is one invalid candidate, not the address "0.0.0.1"
+    "\u212aacme.internal", "\u09670.0.0.1",
 ])
 def test_boundaries_agree_with_re_including_non_ascii(all_detectors, text):
     assert [(h.detector, h.start, h.end) for h in all_detectors.scan(text)] == re_scan(text)
@@ -212,6 +230,24 @@ def test_lone_surrogates_from_header_decoding_never_raise(all_detectors):
     assert all_detectors.first("Go-http-client/1.1 \udcff") is None  # a trigger: the RE2 set answers
 
 
+@pytest.mark.parametrize("address", ["2001:0db8:85a3:0000:0000:8a2e:0370:7334", "fe80:0000:0000:0000:0204:61ff:fe9d:f156%eth0"])
+def test_an_ipv6_address_written_out_in_full_is_found(all_detectors, address):
+    """39 characters (the zone not counted): the longest an IPv6 address can be written."""
+    text = f"peer {address} closed"
+    assert [(h.detector, text[h.start:h.end]) for h in all_detectors.scan(text)] == [("ipv6", address)]
+
+
+def test_a_hex_and_colon_run_too_long_for_ipv6_is_no_candidate(all_detectors):
+    """From 40 characters on no IPv6 address fits, so `re` found none in the run and went on: a host
+    name that starts inside the run, and the addresses after it, are still found."""
+    run = "0:" * 18 + "db01"  # 40 hex digits and colons; the host name's first label ends it
+    text = f"fingerprint {run}.acme.internal, then fe80::1 and 10.0.0.1"
+    hits = all_detectors.scan(text)
+    assert len(run) == 40 and [(h.detector, text[h.start:h.end]) for h in hits] == [
+        ("hostname", "db01.acme.internal"), ("ipv6", "fe80::1"), ("ipv4", "10.0.0.1")]
+    assert [(h.detector, h.start, h.end) for h in hits] == re_scan(text)
+
+
 def test_candidates_past_the_limit_become_one_hit_to_the_end(all_detectors):
     text = "999.1.1.1 " * (MAX_CANDIDATES + 5) + "jane@acme.com"
     hits = all_detectors.scan(text)
@@ -225,6 +261,12 @@ def test_pack_extra_patterns_run_on_re2_too():
     assert ds.scan("not secret") == []
     with pytest.raises(PatternError, match="lookbehind"):
         DetectorSet([], {"bad": r"(?<!x)y"})
+
+
+def test_an_extra_detector_may_not_take_a_built_in_name():
+    """Findings are named by detector: two of one name could not be told apart."""
+    with pytest.raises(PatternError, match="name of a built-in"):
+        DetectorSet(["email"], {"email": r"mail-\d+"})
 
 
 def test_extra_patterns_too_large_together_are_refused_with_a_reason():

@@ -7,9 +7,15 @@ import json
 import pytest
 
 from conftest import PAYLOADS
-from telewarden.engine.detectors import DETECTOR_PATTERNS, DetectorSet, mask
+from telewarden.engine.detectors import DETECTOR_PATTERNS, DetectorSet, Hit, _may_hit, mask
 
-ALL = DetectorSet(DETECTOR_PATTERNS)
+
+@pytest.fixture(scope="module")
+def all_detectors() -> DetectorSet:
+    """Every built-in detector. Built by a fixture, not at import: mutmut runs each mutant in the
+    process that imported this module, so a set built at import would never see a mutant of the
+    constructor (docs/mutation.md)."""
+    return DetectorSet(DETECTOR_PATTERNS)
 
 
 @pytest.mark.parametrize("text,kind", [
@@ -28,8 +34,8 @@ ALL = DetectorSet(DETECTOR_PATTERNS)
     ("admin_secret=hunter2hunter2", "api-key"),
     ("-----BEGIN RSA PRIVATE KEY-----\nMIIE", "private-key"),
 ])
-def test_detects(text, kind):
-    hits = ALL.scan(text)
+def test_detects(all_detectors, text, kind):
+    hits = all_detectors.scan(text)
     assert hits and hits[0].detector == kind, hits
 
 
@@ -42,11 +48,11 @@ def test_detects(text, kind):
     "Enable the new data tab", "schema-registry-tab", "postgres", "failed to read config.json", "main.js:1:2048",
     "1.2.3", "CGROUP_UNAVAILABLE|CPU_INCONCLUSIVE", "999.1.1.1",
 ])
-def test_stays_quiet_on_real_payload_values(text):
-    assert ALL.scan(text) == []
+def test_stays_quiet_on_real_payload_values(all_detectors, text):
+    assert all_detectors.scan(text) == []
 
 
-def test_no_string_in_any_genuine_payload_trips_a_detector():
+def test_no_string_in_any_genuine_payload_trips_a_detector(all_detectors):
     def strings(v):
         if isinstance(v, str):
             yield v
@@ -58,13 +64,13 @@ def test_no_string_in_any_genuine_payload_trips_a_detector():
                 yield from strings(x)
     for name, body in PAYLOADS.items():
         for s in strings(body):
-            assert ALL.scan(s) == [], (name, s)
+            assert all_detectors.scan(s) == [], (name, s)
 
 
-def test_mask_replaces_each_hit():
+def test_mask_replaces_each_hit(all_detectors):
     text = "mail jane@acme.com from 10.1.2.3"
-    assert mask(text, ALL.scan(text)) == "mail [email] from [ipv4]"
-    assert ALL.scan(mask(text, ALL.scan(text))) == []
+    assert mask(text, all_detectors.scan(text)) == "mail [email] from [ipv4]"
+    assert all_detectors.scan(mask(text, all_detectors.scan(text))) == []
 
 
 def test_pack_choice_and_extra_patterns():
@@ -73,12 +79,63 @@ def test_pack_choice_and_extra_patterns():
 
 
 def test_unknown_detector_name_is_rejected():
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="telepathy"):  # says which name
         DetectorSet(["telepathy"])
 
 
-def test_payload_json_has_no_accidental_hit():
-    assert ALL.scan(json.dumps(PAYLOADS["server-v2.48-default-source"])) == []
+def test_payload_json_has_no_accidental_hit(all_detectors):
+    assert all_detectors.scan(json.dumps(PAYLOADS["server-v2.48-default-source"])) == []
+
+
+def test_a_tie_goes_to_the_detector_listed_first(all_detectors):
+    """`bob.dev` is a host name and the start of an e-mail address: the e-mail (listed first, the
+    longer hit) wins, so the whole address is masked, not only its local part."""
+    text = "contact bob.dev@acme.io"
+    assert mask(text, all_detectors.scan(text)) == "contact [email]"
+
+
+def test_mask_drops_a_hit_inside_an_earlier_one_and_masks_the_rest():
+    """Hits of two scans merged may overlap: the overlapped one is dropped, the later ones masked."""
+    text = "see https://db01.acme.internal/x from 10.0.0.1"
+    hits = sorted(DetectorSet(["url"]).scan(text) + DetectorSet(["hostname", "ipv4"]).scan(text), key=lambda h: h.start)
+    assert [h.detector for h in hits] == ["url", "hostname", "ipv4"]  # the host name lies inside the URL
+    assert mask(text, hits) == "see [url] from [ipv4]"
+
+
+# -- first(): the clean path, with its prefilter and memo
+
+@pytest.mark.parametrize("text", [
+    "key AKIAIOSFODNN7EXAMPLE", "ASIAIOSFODNN7EXAMPLE", "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "xoxb-1234567890-abcdefghij", "sk_live_abcdefghijklmnop1234", "rk_test_abcdefghijklmnop1234",
+    "AIzaSyA1234567890abcdefghijklmnopqrstuv", "glpat-abcdefghij0123456789", "-----BEGIN RSA PRIVATE KEY-----",
+    "Bearer abcdefxyz0123456789", "TOKEN abcdefxyz0123456789", "basic dXNlcjpwYXNzd29yZA",
+])
+def test_first_finds_secrets_spelt_without_punctuation(text):
+    """first() answers "clean" without a regex when a string has no trigger character: a secret of
+    letters, digits, `-` and `_` only must get through on its literal word (any case for the
+    bearer-token ones)."""
+    assert not set("@.:/\\=") & set(text)
+    ds = DetectorSet(DETECTOR_PATTERNS)
+    assert ds.first(text) == ds.scan(text)[0]
+
+
+def test_plain_values_are_answered_without_any_regex():
+    """The clean path's saving: a value with no trigger character or word (most telemetry strings)
+    is cleared by substring tests alone, before the RE2 set runs."""
+    for text in ("postgres", "Enable the new data tab", "CGROUP_UNAVAILABLE|CPU_INCONCLUSIVE", "hasura migrate apply"):
+        assert not _may_hit(text), text
+
+
+def test_first_does_not_prefilter_a_packs_own_detectors():
+    """A pack's pattern can match what no built-in trigger announces."""
+    assert DetectorSet(["email"], {"ticket": r"ACME-\d+"}).first("ACME-42") == Hit("ticket", 0, 7)
+
+
+def test_a_pack_that_turns_every_detector_off_finds_nothing():
+    """`detectors: {builtin: []}` without extras is a valid pack: every string is clean, nothing raises."""
+    ds = DetectorSet([])
+    for text in ("jane@acme.com", "10.0.0.1", "postgres"):
+        assert ds.first(text) is None and ds.scan(text) == []
 
 
 # -- RE2: the same hits as the `re` patterns with lookarounds they replace ---------------------
@@ -140,9 +197,9 @@ FRAGMENTS = [
 
 
 @settings(max_examples=3000, deadline=None)
-@given(st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=14).map("".join))
-def test_same_hits_as_the_re_patterns_with_lookarounds(text):
-    assert [(h.detector, h.start, h.end) for h in ALL.scan(text)] == re_scan(text)
+@given(text=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=14).map("".join))
+def test_same_hits_as_the_re_patterns_with_lookarounds(all_detectors, text):
+    assert [(h.detector, h.start, h.end) for h in all_detectors.scan(text)] == re_scan(text)
 
 
 @pytest.mark.parametrize("text", [
@@ -150,27 +207,50 @@ def test_same_hits_as_the_re_patterns_with_lookarounds(text):
     "::1", "a::1", "1:2", "1:2:3:4:5:6:7:8:9:10:11:12:13:14:15:16:17:18:19:20:21", "host db01.acme.internal.",
     "db01.acme.internal", "x.db01.acme.internal-y", "@db01.acme.internal", "é10.0.0.1", "db.acme.comé",
     "\u00e9db.acme.com", "naïve.acme.com", "ümlaut jane@acme.com", "Bearer\u00a0abcdefghijklmnop123",
+    # a hit at 0 whose first character is multi-byte: the Kelvin sign is a `(?i)` k; a Devanagari digit 1
+    # is \d for `re`, so "१0.0.0.1" is one invalid candidate, not the address "0.0.0.1"
+    "\u212aacme.internal", "\u09670.0.0.1",
 ])
-def test_boundaries_agree_with_re_including_non_ascii(text):
-    assert [(h.detector, h.start, h.end) for h in ALL.scan(text)] == re_scan(text)
+def test_boundaries_agree_with_re_including_non_ascii(all_detectors, text):
+    assert [(h.detector, h.start, h.end) for h in all_detectors.scan(text)] == re_scan(text)
 
 
-def test_offsets_are_characters_not_bytes():
+def test_offsets_are_characters_not_bytes(all_detectors):
     text = "héllo wörld — mail jane@acme.com, host db01.acme.internal"
-    hits = ALL.scan(text)
+    hits = all_detectors.scan(text)
     assert [text[h.start:h.end] for h in hits] == ["jane@acme.com", "db01.acme.internal"]
     assert mask(text, hits) == "héllo wörld — mail [email], host [hostname]"
 
 
-def test_lone_surrogates_from_header_decoding_never_raise():
+def test_lone_surrogates_from_header_decoding_never_raise(all_detectors):
     text = "Go-http-client/1.1 \udcff db01.acme.internal"  # surrogateescape'd byte, as mitmproxy decodes
-    assert [h.detector for h in ALL.scan(text)] == ["hostname"]
-    assert ALL.first("\udcff\udcfe") is None
+    assert [h.detector for h in all_detectors.scan(text)] == ["hostname"]
+    assert all_detectors.first(text) == all_detectors.scan(text)[0]
+    assert all_detectors.first("\udcff\udcfe") is None  # no trigger: the prefilter answers
+    assert all_detectors.first("Go-http-client/1.1 \udcff") is None  # a trigger: the RE2 set answers
 
 
-def test_candidates_past_the_limit_become_one_hit_to_the_end():
+@pytest.mark.parametrize("address", ["2001:0db8:85a3:0000:0000:8a2e:0370:7334", "fe80:0000:0000:0000:0204:61ff:fe9d:f156%eth0"])
+def test_an_ipv6_address_written_out_in_full_is_found(all_detectors, address):
+    """39 characters (the zone not counted): the longest an IPv6 address can be written."""
+    text = f"peer {address} closed"
+    assert [(h.detector, text[h.start:h.end]) for h in all_detectors.scan(text)] == [("ipv6", address)]
+
+
+def test_a_hex_and_colon_run_too_long_for_ipv6_is_no_candidate(all_detectors):
+    """From 40 characters on no IPv6 address fits, so `re` found none in the run and went on: a host
+    name that starts inside the run, and the addresses after it, are still found."""
+    run = "0:" * 18 + "db01"  # 40 hex digits and colons; the host name's first label ends it
+    text = f"fingerprint {run}.acme.internal, then fe80::1 and 10.0.0.1"
+    hits = all_detectors.scan(text)
+    assert len(run) == 40 and [(h.detector, text[h.start:h.end]) for h in hits] == [
+        ("hostname", "db01.acme.internal"), ("ipv6", "fe80::1"), ("ipv4", "10.0.0.1")]
+    assert [(h.detector, h.start, h.end) for h in hits] == re_scan(text)
+
+
+def test_candidates_past_the_limit_become_one_hit_to_the_end(all_detectors):
     text = "999.1.1.1 " * (MAX_CANDIDATES + 5) + "jane@acme.com"
-    hits = ALL.scan(text)
+    hits = all_detectors.scan(text)
     assert len(hits) == 1 and hits[0].detector == "ipv4" and hits[0].end == len(text)
     assert "jane" not in mask(text, hits)
 
@@ -181,6 +261,33 @@ def test_pack_extra_patterns_run_on_re2_too():
     assert ds.scan("not secret") == []
     with pytest.raises(PatternError, match="lookbehind"):
         DetectorSet([], {"bad": r"(?<!x)y"})
+
+
+def test_an_extra_detector_may_not_take_a_built_in_name():
+    """Findings are named by detector: two of one name could not be told apart."""
+    with pytest.raises(PatternError, match="name of a built-in"):
+        DetectorSet(["email"], {"email": r"mail-\d+"})
+
+
+def test_extra_patterns_too_large_together_are_refused_with_a_reason():
+    """Each pattern compiles alone, but RE2 runs all of them as one set within one memory budget: the
+    pack author gets a PatternError that says so."""
+    with pytest.raises(PatternError, match="too large together"):
+        DetectorSet([], {f"big-{i}": r"[\pL\pN]{300}" for i in range(3)})
+
+
+@pytest.mark.parametrize("pattern,text", [
+    (r"[0-9]+", "id 1234, 5678"),  # no \b: the next search must not find a hit again inside the last one
+    (r"\d*", "ab1"),  # matches the empty string: at every position, and at the end of the text
+    (r"\d*", "é1€"),  # ... and steps past a character after an empty hit, never into one
+    (r"x?", "😀x"),
+    (r"\d*", ""),
+])
+def test_a_packs_own_pattern_finds_what_re_finditer_finds(pattern, text):
+    """A pack's extra pattern may be any regex, even one that matches the empty string: its hits
+    are those of `re.finditer` (which steps one character past an empty match), and never raise."""
+    ds = DetectorSet([], {"mine": pattern})
+    assert [(h.start, h.end) for h in ds.scan(text)] == [(m.start(), m.end()) for m in re.finditer(pattern, text)]
 
 
 @pytest.mark.parametrize("pattern,reason", [

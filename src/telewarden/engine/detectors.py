@@ -274,9 +274,11 @@ class DetectorSet:
             s, e, valid = best
             if valid:
                 found.append((dets[best_i].name, s, e))
-            pos = e if e > s else e + 1
-            if pos > len(data):
-                break
+            pos = e
+            if e == s:  # an empty hit (a pack's pattern may match ""): one character on, as `re` goes,
+                if e == len(data):  # not one byte, which would leave pos inside a character
+                    break
+                pos += _char_len(data[e])
         return _char_offsets(text, data, found)
 
     def first(self, text: str) -> Hit | None:
@@ -303,7 +305,7 @@ def _set(patterns: list[str]) -> _re2.Set:
     for p in patterns:
         if s.Add(p.encode("utf-8")) < 0:  # pragma: no cover - every pattern compiled alone
             raise PatternError("a detector pattern does not compile in a set")
-    if not s.Compile():  # pragma: no cover - RE2 out of memory for the set
+    if not s.Compile():  # each pattern fits alone, not all together (a pack's large extra patterns)
         raise PatternError("the detector patterns are too large together")
     return s
 

@@ -324,7 +324,7 @@ def test_the_pool_fails_what_a_hung_or_dead_worker_holds_and_starts_a_new_one():
             t0 = time.monotonic()
             with pytest.raises(JudgeError, match="did not answer within 0.5 s"):
                 await asyncio.wait_for(pool.judge(ex, Mode.SCRUB, False, "hasura"), 10)
-            assert 0.5 <= time.monotonic() - t0 < 3 and not worker.alive
+            assert 0.5 <= time.monotonic() - t0 < 5 and not worker.alive
             with pytest.raises(JudgeError, match="died less than 1 s ago"):
                 await pool.judge(ex, Mode.SCRUB, False, "hasura")
             await asyncio.sleep(1.05)
@@ -337,3 +337,133 @@ def test_the_pool_fails_what_a_hung_or_dead_worker_holds_and_starts_a_new_one():
             pool.close()
 
     asyncio.run(run())
+
+
+# -- the pool's edge cases, in this process (from judge_client's mutation run) -------------------
+
+def _pool_run(body, timeout: float = 20, config: dict | None = None):
+    """Run `body(pool)` in an event loop with a started one-worker pool, closed afterwards."""
+    import asyncio
+
+    from telewarden.proxy.judge_client import JudgePool
+
+    async def run():
+        pool = JudgePool(1, config or CONFIG, timeout=timeout)
+        pool.start()
+        try:
+            return await asyncio.wait_for(body(pool), 60)
+        finally:
+            pool.close()
+
+    return asyncio.run(run())
+
+
+def _ex():
+    return exchange(body_of(HTTP_GENUINE[0]))
+
+
+def test_workers_start_with_the_pool_and_sink_reaches_them():
+    async def body(pool):
+        assert pool.workers[0].alive  # started with the proxy, not by its first message
+        verdict, (members, _) = await pool.judge(_ex(), Mode.SCRUB, True, "hasura")
+        return verdict, json.loads("{" + members + "}")
+
+    verdict, rec = _pool_run(body)
+    assert verdict.sunk is True and rec["sunk"] is True
+
+
+def test_a_worker_that_cannot_load_its_packs_fails_each_message_at_once():
+    """Not by the timeout: its answers say it failed, and the proxy blocks them."""
+    from telewarden.proxy.judge_client import JudgeError
+
+    async def body(pool):
+        t0 = time.monotonic()
+        with pytest.raises(JudgeError, match=r"failed to judge a message \(RuntimeError\)"):
+            await pool.judge(_ex(), Mode.SCRUB, False, "hasura")
+        return time.monotonic() - t0
+
+    assert _pool_run(body, timeout=20, config={"rules": []}) < 10
+
+
+def test_an_abandoned_message_does_not_lose_the_answers_that_follow():
+    """A hook whose client went away cancels its wait; the answer for it arrives anyway and
+    must not stop the answers behind it in the same read."""
+    import asyncio
+
+    async def body(pool):
+        worker = pool.workers[0]
+        first = worker.submit(_ex(), Mode.SCRUB, False, "hasura")
+        second = worker.submit(_ex(), Mode.SCRUB, False, "hasura")
+        first.cancel()
+        answer = await asyncio.wait_for(second, 20)
+        return answer[0]
+
+    assert _pool_run(body) == "judged"
+
+
+def test_messages_that_wait_behind_a_reload_are_timed_from_its_end():
+    """Two reloads in a row (each ~0.5 s of pack loading) and a timeout of 0.2 s: the message
+    waits for both and is judged; the worker is not killed as hung. The second reload is sent
+    once the worker is busy with the first, so their answers come back in two writes."""
+    import asyncio
+
+    async def body(pool):
+        await pool.judge(_ex(), Mode.SCRUB, False, "hasura")  # loaded once
+        pool.configure(CONFIG)
+        await asyncio.sleep(0.1)
+        pool.configure(CONFIG)
+        verdict, _ = await pool.judge(_ex(), Mode.SCRUB, False, "hasura")
+        return verdict.decision, pool.workers[0].alive
+
+    assert _pool_run(body, timeout=0.2) == (Decision.FORWARDED, True)
+
+
+def test_loading_restarts_the_clock_of_what_waited():
+    import asyncio
+
+    from telewarden.proxy.judge_client import JudgeProcess
+
+    async def body():
+        worker = JudgeProcess("#t")
+        future = asyncio.get_running_loop().create_future()
+        worker._pending = {1: (future, time.monotonic() - 100)}
+        worker._configs_sent = 1
+        worker._loaded()
+        return time.monotonic() - worker._pending[1][1], worker._loading_since
+
+    age, loading = asyncio.run(body())
+    assert 0 <= age < 1 and loading is None
+
+
+def test_beyond_the_in_flight_bound_messages_fail_instead_of_queueing(monkeypatch):
+    from telewarden.proxy import judge_client
+
+    monkeypatch.setattr(judge_client, "_MAX_IN_FLIGHT", 2)
+
+    async def body(pool):
+        worker = pool.workers[0]
+        waiting = [worker.submit(_ex(), Mode.SCRUB, False, "hasura") for _ in range(2)]
+        with pytest.raises(judge_client.JudgeError, match="2 messages waiting"):
+            worker.submit(_ex(), Mode.SCRUB, False, "hasura")
+        return [(await w)[0] for w in waiting]
+
+    assert _pool_run(body) == ["judged", "judged"]
+
+
+def test_closing_lets_the_worker_exit_and_fails_what_it_held():
+    import asyncio
+
+    from telewarden.proxy.judge_client import JudgeError, JudgePool
+
+    async def run():
+        pool = JudgePool(1, CONFIG, timeout=20)
+        pool.start()
+        worker = pool.workers[0]
+        await pool.judge(_ex(), Mode.SCRUB, False, "hasura")
+        held = worker.submit(_ex(), Mode.SCRUB, False, "hasura")
+        pool.close()
+        with pytest.raises(JudgeError, match="stopped"):
+            await asyncio.wait_for(held, 10)
+        return worker.proc.returncode
+
+    assert asyncio.run(run()) == 0  # it saw its socket close and ended by itself, not killed

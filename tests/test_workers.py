@@ -71,9 +71,9 @@ def test_a_worker_judges_and_records_as_the_proxy_would(engine, mode):
         here = engine.inspect(ex, Mode(mode))
         answer = judge(worker, ("judge", 1, flat(ex), mode, False, here.pack))
         assert answer[0] == "judged", answer
-        decision, pack, host, endpoint, kind, rules, error, sunk, repaired = answer[2]
-        assert (decision, pack, host, endpoint, kind, rules, error, sunk) == (
-            here.decision.value, here.pack, here.host, here.endpoint, here.kind, here.rule_ids, here.error, False)
+        decision, pack, endpoint, kind, rules, error, sunk, repaired = answer[2]
+        assert (decision, pack, endpoint, kind, rules, error, sunk) == (
+            here.decision.value, here.pack, here.endpoint, here.kind, here.rule_ids, here.error, False)
         assert repaired == (None if here.repaired is None else dataclasses.astuple(here.repaired))
         members, human = answer[3], answer[4]
         assert _without_micros(json.loads("{" + members + "}")) == _without_micros(record(here, ex))
@@ -84,7 +84,7 @@ def test_sink_is_recorded_by_the_worker_for_what_is_not_blocked(engine):
     worker = engine_from(CONFIG)
     ex = exchange(body_of(HTTP_GENUINE[0]))
     answer = judge(worker, ("judge", 1, flat(ex), "scrub", True, "hasura"))
-    assert answer[2][7] is True and json.loads("{" + answer[3] + "}")["sunk"] is True
+    assert answer[2][6] is True and json.loads("{" + answer[3] + "}")["sunk"] is True
 
 
 def test_a_worker_whose_packs_differ_from_the_proxys_does_not_judge():

@@ -47,9 +47,7 @@ class Judged:
 
     exchange_id: str
     decision: Decision
-    mode: Mode
     pack: str | None
-    host: str | None
     endpoint: str | None
     kind: str | None
     rule_ids: list[str]
@@ -216,26 +214,18 @@ class JudgeProcess:
         self._watchdog = self._loop.call_later(min(self.timeout, 1.0), self._watch)
 
     def fail(self, reason: str) -> None:
-        """Stop this worker and fail every message it holds."""
-        sock, self._sock = self._sock, None
-        if sock is not None:
+        """Kill this worker and fail every message it holds."""
+        if self._sock is not None:
             log.error(f"telewarden: {reason}")
-            if self._loop is not None:
-                self._loop.remove_reader(sock.fileno())
-                self._loop.remove_writer(sock.fileno())
-            sock.close()
         self.died = time.monotonic()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-        self._reap(kill=True)
-        pending, self._pending = self._pending, {}
-        for future, _ in pending.values():
-            if not future.done():
-                future.set_exception(JudgeError(reason))
+        self._stop(reason, kill=True)
 
     def close(self) -> None:
-        """Closing its socket ends the worker; killed if it is still there after a second."""
+        """Closing its socket ends the worker (killed if still there after a second); what it
+        held fails."""
+        self._stop(f"judge process {self.name} stopped", kill=False)
+
+    def _stop(self, reason: str, kill: bool) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
             if self._loop is not None and not self._loop.is_closed():
@@ -244,11 +234,12 @@ class JudgeProcess:
             sock.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
-        self._reap(kill=False)
-        for future, _ in self._pending.values():
+            self._watchdog = None
+        self._reap(kill=kill)
+        pending, self._pending = self._pending, {}
+        for future, _ in pending.values():
             if not future.done():
-                future.set_exception(JudgeError(f"judge process {self.name} stopped"))
-        self._pending = {}
+                future.set_exception(JudgeError(reason))
 
     def _reap(self, kill: bool) -> None:
         proc = self.proc
@@ -302,8 +293,7 @@ class JudgePool:
         if answer[0] != "judged":
             raise JudgeError(f"judge process {worker.name} failed to judge a message ({answer[2]})")
         _, _, f, members, human = answer
-        verdict = Judged(ex.id, Decision(f[0]), mode, f[1], f[2], f[3], f[4], f[5], f[6], f[7],
-                         Repaired(*f[8]) if f[8] is not None else None)
+        verdict = Judged(ex.id, Decision(f[0]), *f[1:7], Repaired(*f[7]) if f[7] is not None else None)
         return verdict, (members, human)
 
     def close(self) -> None:

@@ -95,7 +95,7 @@ def judge(engine: Engine | None, message: tuple) -> tuple:
         if sink and v.decision is not Decision.BLOCKED:
             v.sunk = True
         rec = render.record(v, ex)
-        fields = (v.decision.value, v.pack, v.host, v.endpoint, v.kind, v.rule_ids, v.error, v.sunk,
+        fields = (v.decision.value, v.pack, v.endpoint, v.kind, v.rule_ids, v.error, v.sunk,
                   repaired_fields(v.repaired))
         return ("judged", seq, fields, encode_record(rec), render.block(rec))
     except Exception as e:  # noqa: BLE001 - reported to the proxy, which blocks (scrub/block mode)

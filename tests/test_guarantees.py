@@ -489,17 +489,17 @@ MODES = ["scrub", "block"]
 
 @pytest.fixture(scope="module")
 def fault_proxies(tmp_path_factory, upstream, confdir):
-    """Per (mode, streaming): a proxy with the fault addon (tests/support/fault_hooks.py)."""
+    """Per (mode, streaming, workers): a proxy with the fault addon (tests/support/fault_hooks.py)."""
     started: dict[tuple, Proxy] = {}
 
-    def get(mode: str, streaming: bool) -> Proxy:
-        if (mode, streaming) not in started:
-            extra = ["-s", str(SUPPORT / "fault_hooks.py")]
+    def get(mode: str, streaming: bool, workers: int = 0) -> Proxy:
+        if (mode, streaming, workers) not in started:
+            extra = ["-s", str(SUPPORT / "fault_hooks.py"), "--set", f"telewarden_workers={workers}"]
             if streaming:
                 extra += ["--set", "stream_large_bodies=100"]
-            folder = tmp_path_factory.mktemp(f"fault-{mode}-{'stream' if streaming else 'plain'}")
-            started[(mode, streaming)] = Proxy(folder, upstream, confdir, mode, extra).start()
-        return started[(mode, streaming)]
+            folder = tmp_path_factory.mktemp(f"fault-{mode}-{'stream' if streaming else 'plain'}-{workers}")
+            started[(mode, streaming, workers)] = Proxy(folder, upstream, confdir, mode, extra).start()
+        return started[(mode, streaming, workers)]
 
     yield get
     for p in started.values():
@@ -620,10 +620,12 @@ def _wait_log(proxy: Proxy, text: str, count: int, timeout: float = 10.0) -> Non
 
 
 @pytest.mark.proxy
+@pytest.mark.parametrize("workers", [0, 1])
 @pytest.mark.parametrize("mode", MODES)
-def test_a_frame_the_trail_cannot_record_is_not_relayed(fault_proxies, upstream, mode):
-    # break caught: a trail failure not blocking (an unaudited frame relayed); over HTTP too
-    proxy = fault_proxies(mode, False)
+def test_a_frame_the_trail_cannot_record_is_not_relayed(fault_proxies, upstream, mode, workers):
+    # break caught: a trail failure not blocking (an unaudited frame relayed); over HTTP too;
+    # with workers the record comes encoded from the worker and is written by the same path
+    proxy = fault_proxies(mode, False, workers)
     flag = proxy.folder / "FAIL-TRAIL"
     scrubbable = strictjson.dumps({**CONSOLE, "data": {**CONSOLE["data"], "url": "/data/default/schema/public/tables/acme/browse"}})
     upstream.clear()

@@ -23,7 +23,7 @@ from telewarden.engine.judge import Engine
 
 MARK = "fault-inject.invalid"  # a name no pack claims, added to a request's names to make claim raise
 _claim = Engine.claim
-_write = AuditTrail.write
+_append = AuditTrail._append  # under write() and write_encoded() (records built by judge workers)
 
 
 def _faulty_claim(self, hosts):
@@ -32,14 +32,14 @@ def _faulty_claim(self, hosts):
     return _claim(self, hosts)
 
 
-def _faulty_write(self, rec):
+def _faulty_append(self, rec, human):
     if os.path.exists("FAIL-TRAIL"):
         raise AuditError("injected fault: no space left on device")
-    return _write(self, rec)
+    return _append(self, rec, human)
 
 
 Engine.claim = _faulty_claim
-AuditTrail.write = _faulty_write
+AuditTrail._append = _faulty_append
 
 
 class FaultHooks:
